@@ -1,0 +1,79 @@
+"""authsvc: an email-and-password authentication service."""
+
+import os
+import sqlite3
+
+import sqlalchemy as sa
+from flask import Flask
+
+import config
+from authsvc.commands import register_commands
+from authsvc.errors import ProblemApi, register_errorhandlers
+from authsvc.extensions import db, jwt, migrate
+from authsvc.hooks import register_hooks
+
+
+def create_app(overrides=None):
+    """Create an authsvc app from the environment, then `overrides`."""
+    app = Flask(__name__, instance_relative_config=True, static_folder=None)
+    app.config.update(config.FIXED)
+    app.config.update(config.from_environment())
+    app.config.update(overrides or {})
+    app.json.sort_keys = False
+    configure_secrets(app)
+    configure_database(app)
+    register_extensions(app)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    register_hooks(app)
+    register_commands(app)
+    return app
+
+
+def configure_secrets(app):
+    """Refuse weak production secrets; give development a stable random one."""
+    config.check_secret(app.config)
+    if not app.config["JWT_SECRET_KEY"]:
+        app.config["JWT_SECRET_KEY"] = config.development_secret(app.instance_path)
+    app.config.setdefault("SECRET_KEY", app.config["JWT_SECRET_KEY"])
+
+
+def configure_database(app):
+    """Default to a SQLite file in the instance folder."""
+    if not app.config["SQLALCHEMY_DATABASE_URI"]:
+        os.makedirs(app.instance_path, exist_ok=True)
+        path = os.path.join(app.instance_path, "authsvc.db")
+        app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{path}"
+
+
+@sa.event.listens_for(sa.engine.Engine, "connect")
+def _tune_sqlite(dbapi_connection, connection_record):
+    """Let SQLite enforce foreign keys and serve concurrent workers (WAL)."""
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.close()
+
+
+def register_extensions(app):
+    """Bind the extensions to the app."""
+    db.init_app(app)
+    migrate.init_app(app, db)
+    jwt.init_app(app)
+
+
+def register_blueprints(app):
+    """Register the auth, users and service blueprints, documented in one spec."""
+    from authsvc import auth, service, users
+
+    # flask-smorest keeps one app's spec on its Api object, so each app gets
+    # its own rather than sharing a module-level instance.
+    api = ProblemApi(app)
+    api.spec.components.security_scheme(
+        "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+    )
+    for module in (auth, users, service):
+        api.register_blueprint(module.bp)

@@ -1,0 +1,129 @@
+"""Every error as application/problem+json (RFC 9457), from one builder."""
+
+from http import HTTPStatus
+
+import marshmallow as ma
+from flask import Response, json
+from flask_smorest import Api
+from flask_smorest.spec import prepare_response
+
+PROBLEM_MIMETYPE = "application/problem+json"
+BEARER_CHALLENGE = 'Bearer realm="authsvc"'
+
+DEFAULT_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+DEFAULT_DETAILS = {
+    404: "There is nothing at this address.",
+    405: "This address does not answer that method.",
+    413: "The request body is larger than this service accepts.",
+    415: "The request body must be JSON, sent as Content-Type: application/json.",
+    422: "The request is invalid; see errors.",
+    500: "Something went wrong on our side.",
+}
+
+
+class ProblemSchema(ma.Schema):
+    """An RFC 9457 problem, as every error of authsvc is shaped."""
+
+    type = ma.fields.String(required=True)
+    title = ma.fields.String(required=True)
+    status = ma.fields.Integer(required=True)
+    detail = ma.fields.String(required=True)
+    code = ma.fields.String(required=True)
+    errors = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.List(ma.fields.String()))
+
+
+class Problem(Exception):
+    """An error a view raises to answer with a problem."""
+
+    def __init__(self, status, code, detail, headers=None, **extra):
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+        self.headers, self.extra = headers or {}, extra
+
+
+def problem(status, code=None, detail=None, headers=None, **extra):
+    """Build a problem+json response; every 401 carries a Bearer challenge."""
+    title = HTTPStatus(status).phrase
+    body = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail or DEFAULT_DETAILS.get(status, title),
+        "code": code or DEFAULT_CODES.get(status, "error"),
+        **extra,
+    }
+    response = Response(json.dumps(body), status, mimetype=PROBLEM_MIMETYPE)
+    response.headers.extend(headers or {})
+    if status == 401 and "WWW-Authenticate" not in response.headers:
+        response.headers["WWW-Authenticate"] = BEARER_CHALLENGE
+    return response
+
+
+def _validation_errors(messages):
+    """Merge webargs' per-location messages into one field -> messages map."""
+    errors = {}
+    for location_messages in messages.values():
+        if isinstance(location_messages, dict):
+            errors.update(location_messages)
+        else:
+            errors["_body"] = location_messages
+    return errors
+
+
+def problem_for_http_exception(error):
+    """Turn any HTTPException, webargs' validation errors included, into a problem."""
+    status = error.code or 500
+    headers = [(k, v) for k, v in error.get_headers() if k.lower() != "content-type"]
+    data = getattr(error, "data", None) or {}
+    headers.extend((data.get("headers") or {}).items())
+    messages = data.get("messages")
+    if status == 400 and messages:
+        return problem(400, "invalid_json", "The request body is not valid JSON.")
+    if status == 422 and messages:
+        return problem(422, headers=headers, errors=_validation_errors(messages))
+    detail = DEFAULT_DETAILS.get(status) or error.description
+    return problem(status, detail=detail, headers=headers)
+
+
+class ProblemApi(Api):
+    """flask-smorest's Api, answering and documenting errors as problem+json."""
+
+    ERROR_SCHEMA = ProblemSchema
+
+    def handle_http_exception(self, error):
+        """Answer an HTTPException with a problem."""
+        return problem_for_http_exception(error)
+
+    def _register_responses(self):
+        """Document every error response as problem+json."""
+        for status in HTTPStatus:
+            response = {"description": status.phrase}
+            if status >= 400:
+                response["schema"] = ProblemSchema
+            prepare_response(response, self.spec, PROBLEM_MIMETYPE)
+            self.spec.components.response(status.name, response, lazy=True)
+        response = {"description": "Default error response", "schema": ProblemSchema}
+        prepare_response(response, self.spec, PROBLEM_MIMETYPE)
+        self.spec.components.response("DEFAULT_ERROR", response, lazy=True)
+
+
+def register_errorhandlers(app):
+    """Answer raised Problems; HTTPExceptions go through ProblemApi."""
+    app.register_error_handler(
+        Problem,
+        lambda error: problem(error.status, error.code, error.detail, error.headers, **error.extra),
+    )

@@ -1,0 +1,62 @@
+"""The database tables: users and their sessions."""
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from authsvc.extensions import db
+
+ROLES = ("user", "admin")
+
+
+def utcnow():
+    """Return the current UTC time without tzinfo, as the tables store it."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class User(db.Model):
+    """An account: a normalised email, a bcrypt hash and a role."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(sa.String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(sa.String(60))
+    role: Mapped[str] = mapped_column(sa.String(16), default="user")
+    disabled: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    sessions: Mapped[list["Session"]] = relationship(
+        back_populates="user", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    __table_args__ = (sa.CheckConstraint("role IN ('user', 'admin')", name="role"),)
+
+
+class Session(db.Model):
+    """One signed-in device: the digest of its current refresh token and its life.
+
+    The refresh token's jti, iat and exp are kept so that the current token can
+    be issued again byte for byte to a client retrying a refresh; the token
+    itself is never stored.
+    """
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    refresh_digest: Mapped[str] = mapped_column(sa.String(64))
+    refresh_jti: Mapped[str] = mapped_column(sa.String(36))
+    refresh_iat: Mapped[int]
+    refresh_exp: Mapped[int]
+    previous_digest: Mapped[str | None] = mapped_column(sa.String(64))
+    rotated_at: Mapped[datetime | None]
+    ip: Mapped[str | None] = mapped_column(sa.String(64))
+    user_agent: Mapped[str | None] = mapped_column(sa.String(512))
+
+    user: Mapped[User] = relationship(back_populates="sessions")

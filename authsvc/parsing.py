@@ -1,0 +1,37 @@
+"""Reading request bodies: JSON only, and every bad body a clear 4xx."""
+
+import json
+
+import flask_smorest
+from webargs import core
+from webargs.flaskparser import FlaskParser, is_json_request
+
+from authsvc.errors import Problem
+
+
+class JSONBodyParser(FlaskParser):
+    """webargs' Flask parser, strict about what a JSON body is."""
+
+    def load_json(self, request, schema):
+        """Return the parsed body: 415 if it is not JSON, 400 if it does not parse."""
+        if not is_json_request(request):
+            raise Problem(
+                415,
+                "unsupported_media_type",
+                "The request body must be JSON, sent as Content-Type: application/json.",
+            )
+        body = request.get_data(cache=True)
+        if not body.strip():
+            return core.missing
+        try:
+            return json.loads(body.decode("utf-8"))
+        except (ValueError, RecursionError):
+            # ValueError covers bad UTF-8, bad JSON and integers too long to
+            # convert; RecursionError a body nested thousands of levels deep.
+            raise Problem(400, "invalid_json", "The request body is not valid JSON.") from None
+
+
+class Blueprint(flask_smorest.Blueprint):
+    """A flask-smorest Blueprint whose bodies go through JSONBodyParser."""
+
+    ARGUMENTS_PARSER = JSONBodyParser()

@@ -1,0 +1,136 @@
+"""Request and response schemas: one declaration validates, serialises and documents."""
+
+import base64
+import binascii
+import re
+
+import marshmallow as ma
+from email_validator import EmailNotValidError, validate_email
+from marshmallow import fields, validate
+
+MAX_EMAIL_LENGTH = 254
+TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+CURSOR_PATTERN = re.compile(rb"u([0-9]{1,10})")
+MAX_USER_ID = 2**31 - 1
+
+
+class BaseSchema(ma.Schema):
+    """Refuse fields nobody asked for: a client cannot set role or id."""
+
+    class Meta:
+        unknown = ma.RAISE
+
+
+class Email(fields.String):
+    """An email address: trimmed, lower-cased, syntax checked without DNS."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        """Normalise and check an address."""
+        value = super()._deserialize(value, attr, data, **kwargs).strip().lower()
+        if len(value) > MAX_EMAIL_LENGTH:
+            raise ma.ValidationError(f"Must be at most {MAX_EMAIL_LENGTH} characters.")
+        if not value.isascii():
+            # Refusing non-ASCII addresses rules out look-alike accounts
+            # (a Cyrillic "\u0430" in "admin@...").
+            raise ma.ValidationError("Must contain only ASCII characters.")
+        try:
+            validate_email(value, check_deliverability=False)
+        except EmailNotValidError as error:
+            raise ma.ValidationError(str(error)) from None
+        return value
+
+
+class Password(fields.String):
+    """A password of 8 to 128 code points, every one of them kept."""
+
+    def __init__(self, **kwargs):
+        super().__init__(load_only=True, validate=validate.Length(8, 128), **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        """Refuse text that has no UTF-8 form (a lone surrogate from JSON)."""
+        value = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ma.ValidationError("Must be valid Unicode text.") from None
+        return value
+
+
+def encode_cursor(user_id):
+    """Return the cursor of the page that follows a user id."""
+    return base64.urlsafe_b64encode(b"u%d" % user_id).decode().rstrip("=")
+
+
+class Cursor(fields.String):
+    """An opaque paging cursor: the last id of the previous page."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        """Decode a cursor into the user id it names."""
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+        except (binascii.Error, ValueError):
+            raise ma.ValidationError("Not a valid cursor.") from None
+        match = CURSOR_PATTERN.fullmatch(raw)
+        if match is None or int(match[1]) > MAX_USER_ID:
+            raise ma.ValidationError("Not a valid cursor.")
+        return int(match[1])
+
+
+class CredentialsSchema(BaseSchema):
+    """An email and a password, as signup and signin take them."""
+
+    email = Email(required=True, metadata={"example": "user@example.com"})
+    password = Password(required=True, metadata={"example": "violet-kettle-orbit-42"})
+
+
+class TokenPairSchema(BaseSchema):
+    """An access token and the refresh token of the same session."""
+
+    access_token = fields.String(data_key="accessToken", required=True)
+    refresh_token = fields.String(data_key="refreshToken", required=True)
+
+
+class SignedInSchema(TokenPairSchema):
+    """A user and the tokens of the session just opened."""
+
+    id = fields.Integer(required=True)
+    email = fields.String(required=True)
+
+
+class UserSchema(BaseSchema):
+    """A user as clients see it; admins also see whether it is disabled."""
+
+    sub = fields.Integer(required=True)
+    id = fields.Integer(required=True)
+    email = fields.String(required=True)
+    role = fields.String(required=True, validate=validate.OneOf(("user", "admin")))
+    created_at = fields.DateTime(TIMESTAMP_FORMAT, data_key="createdAt", required=True)
+    disabled = fields.Boolean(metadata={"description": "Shown to admins only."})
+
+
+class MeSchema(UserSchema):
+    """The caller, with the iat and exp of the access token presented."""
+
+    iat = fields.Integer(required=True)
+    exp = fields.Integer(required=True)
+
+
+class UserListQuerySchema(ma.Schema):
+    """Keyset paging through users; unknown parameters are ignored."""
+
+    class Meta:
+        unknown = ma.EXCLUDE
+
+    limit = fields.Integer(
+        load_default=None,
+        validate=validate.Range(min=1),
+        metadata={"description": "Page size: default 50, larger values count as 200."},
+    )
+    cursor = Cursor(metadata={"description": "Opaque; from the Link rel=next header."})
+
+
+class StatusSchema(BaseSchema):
+    """The answer of a health or readiness probe."""
+
+    status = fields.String(required=True)

@@ -1,0 +1,125 @@
+"""authsvc settings, read from the environment when the app is created.
+
+Every setting has a name in the operating contract (README, "Configuration").
+A value that does not parse stops the service at start-up with one line that
+says what to fix, rather than failing later on a request.
+"""
+
+import os
+import secrets
+from datetime import timedelta
+
+ENVIRONMENTS = ("development", "testing", "production")
+ALGORITHMS = ("HS256",)
+MIN_SECRET_BYTES = 32
+
+
+class ConfigError(SystemExit):
+    """A setting is missing or wrong; the message says which and how to fix it."""
+
+    def __init__(self, message):
+        super().__init__(f"authsvc: {message}")
+
+
+def _integer(environ, name, default, minimum=0):
+    """Read a non-negative integer setting."""
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, not {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def _choice(environ, name, default, choices):
+    """Read a setting that must be one of a few words."""
+    value = environ.get(name) or default
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
+def from_environment(environ=os.environ):
+    """Return the Flask config mapping described by the environment."""
+    env = _choice(environ, "AUTHSVC_ENV", "development", ENVIRONMENTS)
+    testing = env == "testing"
+    access_ttl = _integer(environ, "ACCESS_TOKEN_TTL", 900, minimum=1)
+    refresh_ttl = _integer(environ, "REFRESH_TOKEN_TTL", 604800, minimum=1)
+    issuer = environ.get("JWT_ISSUER") or None
+    audience = environ.get("JWT_AUDIENCE") or None
+    return {
+        "AUTHSVC_ENV": env,
+        "TESTING": testing,
+        "SQLALCHEMY_DATABASE_URI": environ.get("DATABASE_URL") or None,
+        "JWT_SECRET_KEY": environ.get("JWT_SECRET_KEY") or None,
+        "JWT_ALGORITHM": _choice(environ, "JWT_ALGORITHM", "HS256", ALGORITHMS),
+        "JWT_ACCESS_TOKEN_EXPIRES": timedelta(seconds=access_ttl),
+        "JWT_REFRESH_TOKEN_EXPIRES": timedelta(seconds=refresh_ttl),
+        "JWT_ENCODE_ISSUER": issuer,
+        "JWT_DECODE_ISSUER": issuer,
+        "JWT_ENCODE_AUDIENCE": audience,
+        "JWT_DECODE_AUDIENCE": audience,
+        # A lower cost keeps the test suite fast; production keeps bcrypt's 12.
+        "BCRYPT_ROUNDS": _integer(environ, "BCRYPT_ROUNDS", 4 if testing else 12, 4),
+        "SESSION_MAX_AGE": _integer(environ, "SESSION_MAX_AGE", 2592000, minimum=1),
+        "REFRESH_REUSE_GRACE": _integer(environ, "REFRESH_REUSE_GRACE", 10),
+        "FRESH_TOKEN_TTL": _integer(environ, "FRESH_TOKEN_TTL", 900),
+        "MAX_CONTENT_LENGTH": _integer(environ, "MAX_CONTENT_LENGTH", 16384, 1),
+        "USERS_PAGE_DEFAULT": 50,
+        "USERS_PAGE_MAX": 200,
+    }
+
+
+# Settings that no environment changes: how authsvc uses its libraries.
+FIXED = {
+    "JWT_TOKEN_LOCATION": ["headers"],
+    "JWT_COOKIE_CSRF_PROTECT": False,
+    # nbf goes on access tokens only; refresh tokens carry exactly the claims
+    # the contract lists, so they can be issued again byte for byte.
+    "JWT_ENCODE_NBF": False,
+    "SQLALCHEMY_TRACK_MODIFICATIONS": False,
+    "API_TITLE": "authsvc",
+    "API_VERSION": "1.0.0",
+    "OPENAPI_VERSION": "3.0.3",
+    "OPENAPI_URL_PREFIX": "/",
+    "OPENAPI_JSON_PATH": "openapi.json",
+    "OPENAPI_SWAGGER_UI_PATH": "docs",
+    "OPENAPI_SWAGGER_UI_URL": "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
+}
+
+
+def check_secret(config):
+    """Refuse to run in production without a strong JWT_SECRET_KEY."""
+    if config["AUTHSVC_ENV"] != "production":
+        return
+    secret = config.get("JWT_SECRET_KEY") or ""
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(
+            "set JWT_SECRET_KEY to a random secret of at least "
+            f"{MIN_SECRET_BYTES} bytes (AUTHSVC_ENV=production), for example "
+            "the output of: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+        )
+
+
+def development_secret(instance_path):
+    """Return the instance folder's random signing secret, creating it once."""
+    path = os.path.join(instance_path, "jwt-secret")
+    if not os.path.exists(path):
+        os.makedirs(instance_path, exist_ok=True)
+        draft = f"{path}.{os.getpid()}"
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as written:
+            written.write(secrets.token_urlsafe(48))
+        try:
+            # link() fails if another process got there first: theirs wins.
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(draft)
+    with open(path) as stored:
+        return stored.read().strip()

@@ -1,0 +1,148 @@
+"""Fixtures: an app on a real database (SQLite, and PostgreSQL when there is one)."""
+
+import os
+import uuid
+
+import pytest
+import sqlalchemy as sa
+from flask_migrate import upgrade
+
+from authsvc import create_app
+from authsvc.extensions import db
+from authsvc.models import User
+from authsvc.passwords import hash_password
+
+PASSWORD = "violet-kettle-orbit-42"
+TEST_SECRET = "a-test-signing-key-that-is-long-enough-for-hs256"
+CI = os.environ.get("CI", "").lower() == "true"
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL") or (
+    "postgresql+psycopg://postgres@127.0.0.1:5432/test" if CI else None
+)
+
+
+def settings(database_url, **extra):
+    """Return the overrides every test app is made with."""
+    return {
+        "AUTHSVC_ENV": "testing",
+        "TESTING": True,
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "JWT_SECRET_KEY": TEST_SECRET,
+        "BCRYPT_ROUNDS": 4,
+        **extra,
+    }
+
+
+def _postgres_database():
+    """Create a throwaway PostgreSQL database; yield its URL; drop it."""
+    if POSTGRES_URL is None:
+        pytest.skip("no PostgreSQL: set TEST_POSTGRES_URL (CI=true uses 127.0.0.1:5432)")
+    server = sa.make_url(POSTGRES_URL)
+    name = f"authsvc_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as error:
+        admin.dispose()
+        if CI:
+            pytest.fail(f"PostgreSQL is required under CI=true and unreachable: {error}")
+        pytest.skip(f"PostgreSQL unreachable: {error}")
+    yield server.set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(
+    scope="session", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def database_url(request, tmp_path_factory):
+    """Yield the URL of a migrated, empty database of each kind."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'authsvc.db'}"
+        databases = iter([url])
+    else:
+        databases = _postgres_database()
+    url = next(databases)
+    app = create_app(settings(url))
+    with app.app_context():
+        upgrade()
+        db.engine.dispose()
+    yield url
+    next(databases, None)
+
+
+@pytest.fixture
+def app(database_url):
+    """Yield an app on a database emptied after the test."""
+    app = create_app(settings(database_url))
+    yield app
+    with app.app_context():
+        db.session.remove()
+        for table in reversed(db.metadata.sorted_tables):
+            db.session.execute(table.delete())
+        db.session.commit()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    """Return a test client of the app."""
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    """Return a CLI runner of the app."""
+    return app.test_cli_runner()
+
+
+@pytest.fixture(scope="module")
+def password_hash():
+    """Hash the test password once per module, at the tests' low cost."""
+    return hash_password(PASSWORD, rounds=4)
+
+
+class AuthActions:
+    """Sign up, sign in and build headers, as a client would."""
+
+    def __init__(self, app, client, password_hash):
+        self._app, self._client, self._password_hash = app, client, password_hash
+
+    def signup(self, email="user@example.com", password=PASSWORD):
+        """Sign up through the API and return the response body."""
+        response = self._client.post("/auth/signup", json={"email": email, "password": password})
+        assert response.status_code == 201, response.json
+        return response.json
+
+    def signin(self, email="user@example.com", password=PASSWORD):
+        """Sign in through the API and return the response body."""
+        response = self._client.post("/auth/signin", json={"email": email, "password": password})
+        assert response.status_code == 200, response.json
+        return response.json
+
+    def create_user(self, email="user@example.com", role="user", disabled=False):
+        """Insert a user with the test password straight into the database."""
+        with self._app.app_context():
+            user = User(
+                email=email, password_hash=self._password_hash, role=role, disabled=disabled
+            )
+            db.session.add(user)
+            db.session.commit()
+            return user.id
+
+    def admin(self, email="admin@example.com"):
+        """Create an admin and return the body of its signin."""
+        self.create_user(email, role="admin")
+        return self.signin(email)
+
+
+@pytest.fixture
+def auth(app, client, password_hash):
+    """Return the sign-up and sign-in helper."""
+    return AuthActions(app, client, password_hash)
+
+
+def bearer(token):
+    """Return the Authorization header for a token."""
+    return {"Authorization": f"Bearer {token}"}

@@ -1,0 +1,240 @@
+"""The real service: `flask db upgrade`, then `gunicorn wsgi:app` over real HTTP."""
+
+import http.client
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "violet-kettle-orbit-42"
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port():
+    """Return a loopback port nobody listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def service_environment(tmp_path, **extra):
+    """Return the environment of a production-like authsvc on a SQLite file."""
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "AUTHSVC_ENV": "production",
+        "JWT_SECRET_KEY": secrets.token_urlsafe(48),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'authsvc.db'}",
+        "BCRYPT_ROUNDS": "4",
+        **extra,
+    }
+
+
+def flask_cli(env, *args, stdin=None):
+    """Run `flask --app authsvc ...` and return the finished process."""
+    return subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "authsvc", *args],
+        cwd=ROOT,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """Start gunicorn with two workers on a migrated database; yield its URL and env."""
+    tmp_path = tmp_path_factory.mktemp("e2e")
+    env = service_environment(tmp_path)
+    migrated = flask_cli(env, "db", "upgrade")
+    assert migrated.returncode == 0, migrated.stderr
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "wsgi:app",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    else:
+        process.kill()
+        pytest.fail(f"gunicorn did not start: {process.stdout.read().decode()}")
+    yield url, env
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def bearer(token):
+    """Return the Authorization header for a token."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_whole_flow_over_http(server):
+    """Signup, me, refresh, signin, signout and the admin list, as a client sees them."""
+    url, _ = server
+    signup = requests.post(
+        f"{url}/auth/signup", json={"email": "flow@example.com", "password": PASSWORD}
+    )
+    assert signup.status_code == 201
+    me = requests.get(f"{url}/users/me", headers=bearer(signup.json()["accessToken"]))
+    assert me.status_code == 200 and me.json()["email"] == "flow@example.com"
+    refreshed = requests.post(f"{url}/auth/refresh", headers=bearer(signup.json()["refreshToken"]))
+    assert refreshed.status_code == 200
+    phone = requests.post(
+        f"{url}/auth/signin", json={"email": "flow@example.com", "password": PASSWORD}
+    )
+    assert phone.status_code == 200
+    signout = requests.post(f"{url}/auth/signout", headers=bearer(refreshed.json()["accessToken"]))
+    assert signout.status_code == 204 and signout.content == b""
+    assert (
+        requests.get(f"{url}/users/me", headers=bearer(refreshed.json()["accessToken"])).status_code
+        == 401
+    )
+    assert (
+        requests.get(f"{url}/users/me", headers=bearer(phone.json()["accessToken"])).status_code
+        == 200
+    )
+    assert (
+        requests.get(f"{url}/users", headers=bearer(phone.json()["accessToken"])).status_code == 403
+    )
+
+
+def test_cli_admin_lists_users_over_http(server):
+    """An admin made with the CLI can page through users."""
+    url, env = server
+    created = flask_cli(
+        env,
+        "users",
+        "create",
+        "root@example.com",
+        "--admin",
+        "--password-stdin",
+        stdin=PASSWORD + "\n",
+    )
+    assert created.returncode == 0, created.stderr
+    tokens = requests.post(
+        f"{url}/auth/signin", json={"email": "root@example.com", "password": PASSWORD}
+    ).json()
+    listing = requests.get(f"{url}/users?limit=1", headers=bearer(tokens["accessToken"]))
+    assert listing.status_code == 200 and len(listing.json()) == 1
+    assert listing.headers["Link"].startswith(f"<{url}/users?")
+
+
+def test_concurrent_refreshes_over_http_rotate_once(server):
+    """Twenty refreshes of one token across two workers all get the same new token."""
+    url, _ = server
+    token = requests.post(
+        f"{url}/auth/signup", json={"email": "race@example.com", "password": PASSWORD}
+    ).json()["refreshToken"]
+    barrier, results = threading.Barrier(20), []
+
+    def refresh():
+        barrier.wait()
+        response = requests.post(f"{url}/auth/refresh", headers=bearer(token), timeout=30)
+        results.append((response.status_code, response.json()["refreshToken"]))
+
+    threads = [threading.Thread(target=refresh) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(results) == 20 and {status for status, _ in results} == {200}
+    assert len({new for _, new in results}) == 1
+
+
+def send_chunked(url, path, chunks):
+    """POST a chunked JSON body; return the status and parsed problem body."""
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    connection.request(
+        "POST",
+        path,
+        body=iter(chunks),
+        encode_chunked=True,
+        headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+    )
+    response = connection.getresponse()
+    status, content_type = response.status, response.getheader("Content-Type")
+    response.read()
+    connection.close()
+    return status, content_type
+
+
+def test_chunked_body_over_the_limit_is_413(server):
+    """A chunked body past 16 KiB is refused, not cut short and parsed."""
+    url, _ = server
+    chunks = [b'{"email": "big@example.com", "password": "'] + [b"x" * 1024] * 20 + [b'"}']
+    status, content_type = send_chunked(url, "/auth/signup", chunks)
+    assert status == 413 and content_type == "application/problem+json"
+
+
+def test_small_chunked_body_is_read(server):
+    """A chunked body under the limit is read whole."""
+    url, _ = server
+    body = f'{{"email": "chunky@example.com", "password": "{PASSWORD}"}}'.encode()
+    status, _ = send_chunked(url, "/auth/signup", [body[:10], body[10:]])
+    assert status == 201
+
+
+def test_errors_over_http_are_problems(server):
+    """404 and 405 from gunicorn are problem+json with the request id."""
+    url, _ = server
+    missing = requests.get(f"{url}/nope", headers={"X-Request-ID": "e2e-1"})
+    assert (
+        missing.status_code == 404 and missing.headers["Content-Type"] == "application/problem+json"
+    )
+    assert missing.headers["X-Request-ID"] == "e2e-1"
+    wrong = requests.get(f"{url}/auth/signin")
+    assert wrong.status_code == 405 and "POST" in wrong.headers["Allow"]
+
+
+def test_openapi_and_docs_over_http(server):
+    """The OpenAPI document and the docs page are served."""
+    url, _ = server
+    assert requests.get(f"{url}/openapi.json").json()["openapi"].startswith("3.")
+    assert requests.get(f"{url}/docs").status_code == 200
+
+
+def test_production_refuses_to_start_without_a_secret(tmp_path):
+    """gunicorn stops at once, with one line naming JWT_SECRET_KEY."""
+    env = service_environment(tmp_path)
+    del env["JWT_SECRET_KEY"]
+    process = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "wsgi:app", "--bind", f"127.0.0.1:{free_port()}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert process.returncode != 0
+    lines = [line for line in process.stderr.splitlines() if "JWT_SECRET_KEY" in line]
+    assert len(lines) == 1 and "32 bytes" in lines[0]

@@ -1,0 +1,76 @@
+"""Probes, the OpenAPI document, and what every response carries."""
+
+import pytest
+from conftest import settings
+
+from authsvc import create_app
+
+
+def test_healthz_answers_while_serving(client):
+    """/healthz is 200."""
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.json == {"status": "ok"}
+
+
+def test_readyz_answers_when_the_database_does(client):
+    """/readyz is 200 with a working database."""
+    assert client.get("/readyz").status_code == 200
+
+
+def test_readyz_is_503_without_a_database(tmp_path):
+    """/readyz is 503 problem+json when the database cannot be reached."""
+    missing = tmp_path / "no-such-folder" / "authsvc.db"
+    client = create_app(settings(f"sqlite:///{missing}")).test_client()
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.content_type == "application/problem+json"
+
+
+def test_openapi_documents_every_endpoint(client):
+    """/openapi.json is an OpenAPI 3 document naming the six endpoints and probes."""
+    spec = client.get("/openapi.json").json
+    assert spec["openapi"].startswith("3.")
+    assert {
+        ("/auth/signup", "post"),
+        ("/auth/signin", "post"),
+        ("/auth/signout", "post"),
+        ("/auth/refresh", "post"),
+        ("/users/me", "get"),
+        ("/users", "get"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+    } <= {(path, method) for path, item in spec["paths"].items() for method in item}
+
+
+def test_openapi_documents_errors_as_problems(client):
+    """Error responses are documented as application/problem+json."""
+    spec = client.get("/openapi.json").json
+    unauthorized = spec["components"]["responses"]["UNAUTHORIZED"]
+    assert "application/problem+json" in unauthorized["content"]
+    assert spec["paths"]["/users/me"]["get"]["security"] == [{"bearerAuth": []}]
+
+
+def test_docs_page_is_served(client):
+    """/docs serves the interactive documentation."""
+    response = client.get("/docs")
+    assert response.status_code == 200 and b"swagger" in response.data.lower()
+
+
+def test_request_id_is_echoed(client):
+    """A sane X-Request-ID comes back as sent."""
+    response = client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert response.headers["X-Request-ID"] == "abc-123"
+
+
+@pytest.mark.parametrize("offered", [None, "", "x" * 300, "bad id\twith space"])
+def test_request_id_is_made_up_when_missing_or_odd(client, offered):
+    """Without a usable X-Request-ID, a new one is made and sent back."""
+    headers = {} if offered is None else {"X-Request-ID": offered}
+    response = client.get("/healthz", headers=headers)
+    assert response.headers["X-Request-ID"] not in ("", offered)
+
+
+def test_request_id_is_on_errors_too(client):
+    """Even a 404 carries the request id."""
+    response = client.get("/nowhere", headers={"X-Request-ID": "req-1"})
+    assert response.status_code == 404 and response.headers["X-Request-ID"] == "req-1"
