@@ -9,9 +9,12 @@ import os
 import secrets
 from datetime import timedelta
 
+import limits
+
 ENVIRONMENTS = ("development", "testing", "production")
 ALGORITHMS = ("HS256",)
 MIN_SECRET_BYTES = 32
+MIN_SECRET_DISTINCT = 10
 
 
 class ConfigError(SystemExit):
@@ -21,8 +24,8 @@ class ConfigError(SystemExit):
         super().__init__(f"authsvc: {message}")
 
 
-def _integer(environ, name, default, minimum=0):
-    """Read a non-negative integer setting."""
+def _integer(environ, name, default, minimum=0, maximum=None):
+    """Read an integer setting within bounds."""
     raw = environ.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -32,7 +35,36 @@ def _integer(environ, name, default, minimum=0):
         raise ConfigError(f"{name} must be an integer, not {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, not {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be at most {maximum}, not {value}")
     return value
+
+
+def _flag(environ, name, default):
+    """Read a boolean setting written as 1/0, true/false, yes/no or on/off."""
+    raw = environ.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be 1 or 0, not {raw!r}")
+
+
+def _rate(environ, name, default):
+    """Read a rate limit such as '10 per minute;50 per hour'."""
+    value = environ.get(name) or default
+    try:
+        limits.parse_many(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a rate such as '10 per minute', not {value!r}") from None
+    return value
+
+
+def _list(environ, name):
+    """Read a comma-separated list setting."""
+    return [item.strip() for item in environ.get(name, "").split(",") if item.strip()]
 
 
 def _choice(environ, name, default, choices):
@@ -64,11 +96,28 @@ def from_environment(environ=os.environ):
         "JWT_ENCODE_AUDIENCE": audience,
         "JWT_DECODE_AUDIENCE": audience,
         # A lower cost keeps the test suite fast; production keeps bcrypt's 12.
-        "BCRYPT_ROUNDS": _integer(environ, "BCRYPT_ROUNDS", 4 if testing else 12, 4),
+        "BCRYPT_ROUNDS": _integer(environ, "BCRYPT_ROUNDS", 4 if testing else 12, 4, 31),
         "SESSION_MAX_AGE": _integer(environ, "SESSION_MAX_AGE", 2592000, minimum=1),
         "REFRESH_REUSE_GRACE": _integer(environ, "REFRESH_REUSE_GRACE", 10),
         "FRESH_TOKEN_TTL": _integer(environ, "FRESH_TOKEN_TTL", 900),
         "MAX_CONTENT_LENGTH": _integer(environ, "MAX_CONTENT_LENGTH", 16384, 1),
+        "PASSWORD_MIN_SCORE": _integer(environ, "PASSWORD_MIN_SCORE", 2, 0, 4),
+        "RATELIMIT_ENABLED": _flag(environ, "RATELIMIT_ENABLED", True),
+        "RATELIMIT_STORAGE_URI": environ.get("RATELIMIT_STORAGE_URI") or "memory://",
+        "RATELIMIT_SIGNIN_PER_ADDRESS": _rate(
+            environ, "RATELIMIT_SIGNIN_PER_ADDRESS", "30 per minute;300 per hour"
+        ),
+        "RATELIMIT_SIGNIN_PER_EMAIL": _rate(
+            environ, "RATELIMIT_SIGNIN_PER_EMAIL", "10 per minute;50 per hour"
+        ),
+        "RATELIMIT_SIGNUP_PER_ADDRESS": _rate(
+            environ, "RATELIMIT_SIGNUP_PER_ADDRESS", "20 per minute;200 per hour"
+        ),
+        "RATELIMIT_REFRESH_PER_SESSION": _rate(
+            environ, "RATELIMIT_REFRESH_PER_SESSION", "60 per minute"
+        ),
+        "TRUSTED_PROXIES": _integer(environ, "TRUSTED_PROXIES", 0),
+        "CORS_ORIGINS": _list(environ, "CORS_ORIGINS"),
         "USERS_PAGE_DEFAULT": 50,
         "USERS_PAGE_MAX": 200,
     }
@@ -82,6 +131,13 @@ FIXED = {
     # the contract lists, so they can be issued again byte for byte.
     "JWT_ENCODE_NBF": False,
     "SQLALCHEMY_TRACK_MODIFICATIONS": False,
+    "RATELIMIT_STRATEGY": "sliding-window-counter",
+    "RATELIMIT_KEY_PREFIX": "authsvc",
+    # A Redis outage must not turn every signin into a 500: limits then fall
+    # back to each instance's memory, and errors are logged, not raised.
+    "RATELIMIT_SWALLOW_ERRORS": True,
+    "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
+    "RATELIMIT_STORAGE_OPTIONS": {"socket_timeout": 1, "socket_connect_timeout": 1},
     "API_TITLE": "authsvc",
     "API_VERSION": "1.0.0",
     "OPENAPI_VERSION": "3.0.3",
@@ -97,10 +153,11 @@ def check_secret(config):
     if config["AUTHSVC_ENV"] != "production":
         return
     secret = config.get("JWT_SECRET_KEY") or ""
-    if len(secret.encode()) < MIN_SECRET_BYTES:
+    if len(secret.encode()) < MIN_SECRET_BYTES or len(set(secret)) < MIN_SECRET_DISTINCT:
         raise ConfigError(
             "set JWT_SECRET_KEY to a random secret of at least "
-            f"{MIN_SECRET_BYTES} bytes (AUTHSVC_ENV=production), for example "
+            f"{MIN_SECRET_BYTES} bytes and {MIN_SECRET_DISTINCT} different characters "
+            "(AUTHSVC_ENV=production), for example "
             "the output of: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
         )
 

@@ -11,6 +11,7 @@ from authsvc.commands import register_commands
 from authsvc.errors import ProblemApi, register_errorhandlers
 from authsvc.extensions import db, jwt, migrate
 from authsvc.hooks import register_hooks
+from authsvc.limits import register_rate_limits
 
 
 def create_app(overrides=None):
@@ -63,6 +64,7 @@ def register_extensions(app):
     db.init_app(app)
     migrate.init_app(app, db)
     jwt.init_app(app)
+    register_rate_limits(app)
 
 
 def register_blueprints(app):

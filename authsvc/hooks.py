@@ -1,10 +1,12 @@
-"""What happens around every request: its id and the body limit."""
+"""What happens around every request: its id, the body limit, security headers."""
 
 import io
 import re
 import uuid
 
-from flask import abort, g, request
+from flask import abort, current_app, g, request
+from flask_cors import CORS
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
@@ -42,8 +44,51 @@ def echo_request_id(response):
     return response
 
 
+SECURITY_HEADERS = {
+    # Tokens and account data must never sit in a shared or browser cache.
+    "Cache-Control": "no-store",
+    "Pragma": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+}
+
+# The docs page loads Swagger UI from its CDN and starts it with an inline script.
+DOCS_POLICY = (
+    "default-src 'none'; script-src 'unsafe-inline' {cdn}; style-src 'unsafe-inline' {cdn}; "
+    "img-src data: {cdn}; connect-src 'self'; frame-ancestors 'none'"
+)
+
+
+def add_security_headers(response):
+    """Send the headers a JSON API should send, on every response."""
+    response.headers.update(SECURITY_HEADERS)
+    if request.endpoint == "api-docs.openapi_swagger_ui":
+        cdn = current_app.config["OPENAPI_SWAGGER_UI_URL"].split("/npm/")[0]
+        response.headers["Content-Security-Policy"] = DOCS_POLICY.format(cdn=cdn)
+    if request.is_secure:
+        response.headers["Strict-Transport-Security"] = "max-age=63072000"
+    return response
+
+
 def register_hooks(app):
-    """Install the per-request hooks."""
+    """Install the per-request hooks, proxy trust and CORS."""
     app.before_request(assign_request_id)
     app.before_request(limit_body_size)
     app.after_request(echo_request_id)
+    app.after_request(add_security_headers)
+    proxies = app.config["TRUSTED_PROXIES"]
+    if proxies:
+        # Only then is X-Forwarded-For believed, and only that many hops of it.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)
+    if app.config["CORS_ORIGINS"]:
+        CORS(
+            app,
+            origins=app.config["CORS_ORIGINS"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["Link", "Retry-After", "WWW-Authenticate", "X-Request-ID"],
+            max_age=600,
+        )

@@ -60,3 +60,22 @@ class Session(db.Model):
     user_agent: Mapped[str | None] = mapped_column(sa.String(512))
 
     user: Mapped[User] = relationship(back_populates="sessions")
+
+
+class AuthEvent(db.Model):
+    """One line of the audit trail: what happened, to whom, from where.
+
+    user_id is a plain column, not a foreign key, so that the trail outlives
+    the accounts it mentions. No password or token is ever recorded.
+    """
+
+    __tablename__ = "auth_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    event: Mapped[str] = mapped_column(sa.String(32))
+    user_id: Mapped[int | None] = mapped_column(index=True)
+    session_id: Mapped[str | None] = mapped_column(sa.String(32))
+    ip: Mapped[str | None] = mapped_column(sa.String(64))
+    user_agent: Mapped[str | None] = mapped_column(sa.String(512))
+    request_id: Mapped[str | None] = mapped_column(sa.String(128))

@@ -1,4 +1,4 @@
-"""Password hashing and verifying with bcrypt, nothing else."""
+"""Passwords: hashing and verifying with bcrypt, and refusing guessable ones."""
 
 import base64
 import functools
@@ -6,6 +6,14 @@ import hashlib
 
 import bcrypt
 from flask import current_app
+from zxcvbn import zxcvbn
+
+from authsvc.errors import Problem
+
+# zxcvbn's time grows fast with length (half a second at 128 characters);
+# a prefix of 32 is as strong as zxcvbn can tell, and never stronger than
+# the whole password, so rating it refuses everything the whole would.
+RATED_PREFIX = 32
 
 
 def _prehash(password):
@@ -44,3 +52,22 @@ def verify_dummy(password):
 def hash_cost(password_hash):
     """Return the bcrypt cost a stored hash was made with."""
     return int(password_hash.split("$")[2])
+
+
+def refuse_weak_password(password, email, field="password"):
+    """Refuse with 422 weak_password a password zxcvbn rates too guessable."""
+    result = zxcvbn(
+        password[:RATED_PREFIX],
+        user_inputs=[email, email.partition("@")[0]],
+        max_length=RATED_PREFIX,
+    )
+    if result["score"] >= current_app.config["PASSWORD_MIN_SCORE"]:
+        return
+    reason = result["feedback"]["warning"] or "This password is too easy to guess."
+    hints = " ".join(result["feedback"]["suggestions"])
+    raise Problem(
+        422,
+        "weak_password",
+        f"The password is too easy to guess. {reason}".strip(),
+        errors={field: [f"{reason} {hints}".strip()]},
+    )

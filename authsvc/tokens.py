@@ -17,6 +17,7 @@ from flask import current_app, g, request
 from flask_jwt_extended import create_access_token, create_refresh_token, jwt_required
 from flask_smorest import Blueprint
 
+from authsvc import audit
 from authsvc.errors import Problem, problem
 from authsvc.extensions import db, jwt
 from authsvc.models import Session, User, utcnow
@@ -110,8 +111,8 @@ def _next_refresh_claims(session_expires, now):
     return str(uuid.uuid4()), iat, min(iat + ttl, epoch(session_expires))
 
 
-def open_session(user, ip=None, user_agent=None):
-    """Open a session for a user (one per signin) and return its token pair."""
+def open_session(user):
+    """Open a session for a user on this device; return it and its token pair."""
     now = utcnow()
     expires_at = now + timedelta(seconds=current_app.config["SESSION_MAX_AGE"])
     session = Session(
@@ -120,8 +121,8 @@ def open_session(user, ip=None, user_agent=None):
         created_at=now,
         last_used_at=now,
         expires_at=expires_at,
-        ip=ip,
-        user_agent=user_agent,
+        ip=audit.client_address(),
+        user_agent=audit.client_agent(),
     )
     jti, iat, exp = _next_refresh_claims(expires_at, now)
     refresh_token = encode_refresh_token(user.id, session.id, jti, iat, exp)
@@ -131,7 +132,7 @@ def open_session(user, ip=None, user_agent=None):
     access_token = encode_access_token(
         user.id, user.email, user.role, session.id, expires_at, fresh=True
     )
-    return {"access_token": access_token, "refresh_token": refresh_token}
+    return session, {"access_token": access_token, "refresh_token": refresh_token}
 
 
 def revoke_session(session_id):
@@ -165,9 +166,10 @@ def is_retry(row, digest, now):
     )
 
 
-def close_reused_session(session_id):
+def close_reused_session(row):
     """Close a session whose rotated refresh token came back: it may be stolen."""
-    revoke_session(session_id)
+    revoke_session(row.session_id)
+    audit.record("refresh_reuse", row.id, row.session_id)
     db.session.commit()
 
 
@@ -214,7 +216,7 @@ def rotate_refresh_token(row):
     latest = db.session.execute(SESSION_CHECK, {"sid": row.session_id}).first()
     if latest is not None and latest.revoked_at is None and is_retry(latest, digest, now):
         return _current_pair(latest)
-    close_reused_session(row.session_id)
+    close_reused_session(row)
     raise Problem(
         401,
         "token_revoked",
@@ -272,7 +274,7 @@ def token_is_revoked(jwt_header, claims):
     if row is None:
         return True
     if claims["type"] == "refresh" and not _current_or_retry(row):
-        close_reused_session(row.session_id)
+        close_reused_session(row)
         return True
     g.session_row = row
     return False

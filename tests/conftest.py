@@ -28,6 +28,7 @@ def settings(database_url, **extra):
         "SQLALCHEMY_DATABASE_URI": database_url,
         "JWT_SECRET_KEY": TEST_SECRET,
         "BCRYPT_ROUNDS": 4,
+        "RATELIMIT_ENABLED": False,
         **extra,
     }
 

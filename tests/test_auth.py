@@ -73,13 +73,15 @@ def test_signup_names_every_bad_field(client, app, body, fields):
 
 def test_password_length_counts_code_points(client):
     """Eight characters of four bytes each are eight characters, not 32."""
-    response = client.post("/auth/signup", json={"email": "u@example.com", "password": "🔑" * 8})
+    response = client.post(
+        "/auth/signup", json={"email": "u@example.com", "password": "🔑🐍🌋🎻🚲🧭🪁🦉"}
+    )
     assert response.status_code == 201
 
 
 def test_every_password_character_is_significant(auth, client):
     """Two passwords differing only after byte 72 do not both verify."""
-    prefix = "é" * 40  # 80 bytes in UTF-8
+    prefix = "violet-kettle-orbit-42-" + "é" * 30  # 83 bytes in UTF-8
     auth.signup(password=prefix + "-one")
     response = client.post(
         "/auth/signin", json={"email": "user@example.com", "password": prefix + "-two"}

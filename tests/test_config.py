@@ -36,7 +36,7 @@ def test_bad_setting_stops_start_up_with_its_name(name, value):
         config.from_environment({name: value})
 
 
-@pytest.mark.parametrize("secret", [None, "", "too-short"])
+@pytest.mark.parametrize("secret", [None, "", "too-short", "s" * 64, "0123456780" * 4])
 def test_production_refuses_weak_or_missing_secret(monkeypatch, secret):
     """Production will not start without a JWT_SECRET_KEY of 32 bytes or more."""
     monkeypatch.setenv("AUTHSVC_ENV", "production")
@@ -51,7 +51,7 @@ def test_production_refuses_weak_or_missing_secret(monkeypatch, secret):
 def test_production_starts_with_a_long_secret(monkeypatch):
     """A 32-byte secret is enough."""
     monkeypatch.setenv("AUTHSVC_ENV", "production")
-    monkeypatch.setenv("JWT_SECRET_KEY", "s" * 32)
+    monkeypatch.setenv("JWT_SECRET_KEY", "kVq3-Zr8pW1xY0aL9mB7nC6dE5fG4hJ2")
     app = create_app({"SQLALCHEMY_DATABASE_URI": "sqlite://"})
     assert app.config["BCRYPT_ROUNDS"] == 12
 

@@ -1,5 +1,6 @@
 """The real service: `flask db upgrade`, then `gunicorn wsgi:app` over real HTTP."""
 
+import contextlib
 import http.client
 import os
 import secrets
@@ -52,13 +53,9 @@ def flask_cli(env, *args, stdin=None):
     )
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """Start gunicorn with two workers on a migrated database; yield its URL and env."""
-    tmp_path = tmp_path_factory.mktemp("e2e")
-    env = service_environment(tmp_path)
-    migrated = flask_cli(env, "db", "upgrade")
-    assert migrated.returncode == 0, migrated.stderr
+@contextlib.contextmanager
+def gunicorn(env, workers=2):
+    """Run `gunicorn wsgi:app` on a free loopback port; yield its URL; stop it."""
     port = free_port()
     process = subprocess.Popen(
         [
@@ -69,7 +66,7 @@ def server(tmp_path_factory):
             "--bind",
             f"127.0.0.1:{port}",
             "--workers",
-            "2",
+            str(workers),
         ],
         cwd=ROOT,
         env=env,
@@ -77,19 +74,36 @@ def server(tmp_path_factory):
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    else:
-        process.kill()
-        pytest.fail(f"gunicorn did not start: {process.stdout.read().decode()}")
-    yield url, env
-    process.terminate()
-    process.wait(timeout=30)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    process.kill()
+                    pytest.fail(f"gunicorn did not start: {process.stdout.read().decode()}")
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def migrated(env):
+    """Apply the migrations to the database an environment names."""
+    result = flask_cli(env, "db", "upgrade")
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """Start gunicorn with two workers on a migrated database; yield its URL and env."""
+    env = service_environment(tmp_path_factory.mktemp("e2e"))
+    migrated(env)
+    with gunicorn(env) as url:
+        yield url, env
 
 
 def bearer(token):
@@ -238,3 +252,45 @@ def test_production_refuses_to_start_without_a_secret(tmp_path):
     assert process.returncode != 0
     lines = [line for line in process.stderr.splitlines() if "JWT_SECRET_KEY" in line]
     assert len(lines) == 1 and "32 bytes" in lines[0]
+
+
+def failed_signins(url, email, count):
+    """Send `count` signins with a wrong password; return their statuses."""
+    body = {"email": email, "password": "wrong-password-42"}
+    return [requests.post(f"{url}/auth/signin", json=body).status_code for _ in range(count)]
+
+
+def test_rate_limits_fall_back_to_memory_when_redis_is_down(tmp_path):
+    """With Redis unreachable, signin still works and limits still hold per instance."""
+    env = service_environment(
+        tmp_path,
+        RATELIMIT_ENABLED="1",
+        RATELIMIT_STORAGE_URI="redis://127.0.0.1:9",
+        RATELIMIT_SIGNIN_PER_EMAIL="3 per minute",
+    )
+    migrated(env)
+    with gunicorn(env, workers=1) as url:
+        body = {"email": "down@example.com", "password": PASSWORD}
+        assert requests.post(f"{url}/auth/signup", json=body).status_code == 201
+        assert requests.post(f"{url}/auth/signin", json=body).status_code == 200
+        assert failed_signins(url, "down@example.com", 4) == [401, 401, 401, 429]
+
+
+def test_redis_counters_are_shared_between_instances(tmp_path):
+    """Two instances on one Redis count one account's failures together."""
+    from test_limits import REDIS_URL
+
+    if REDIS_URL is None:
+        pytest.skip("no Redis: set TEST_REDIS_URL (CI=true uses 127.0.0.1:6379)")
+    env = service_environment(
+        tmp_path,
+        RATELIMIT_ENABLED="1",
+        RATELIMIT_STORAGE_URI=REDIS_URL,
+        RATELIMIT_SIGNIN_PER_EMAIL="4 per minute",
+    )
+    migrated(env)
+    email = f"{secrets.token_hex(8)}@example.com"
+    with gunicorn(env) as first, gunicorn(env) as second:
+        assert failed_signins(first, email, 2) + failed_signins(second, email, 2) == [401] * 4
+        assert failed_signins(first, email, 1) == [429]
+        assert failed_signins(second, email, 1) == [429]

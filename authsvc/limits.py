@@ -1,0 +1,83 @@
+"""Rate limits on the endpoints attackers hammer, and the 429 they get.
+
+Failed signins are counted per client address and per target email (so a
+botnet spread over many addresses still cannot hammer one account); only
+failures count, so the real user signing in is never what fills a bucket.
+"""
+
+import hashlib
+import time
+
+from flask import current_app, g, request
+from flask_jwt_extended import get_jwt
+from flask_limiter.errors import RateLimitExceeded
+from flask_limiter.util import get_remote_address
+
+from authsvc import audit
+from authsvc.errors import problem
+from authsvc.extensions import db, limiter
+
+
+def _setting(name):
+    """Return a limit string from config, read when the limit is checked."""
+    return lambda: current_app.config[name]
+
+
+def _failed(response):
+    """Count a signin only when it failed on credentials."""
+    return response.status_code == 401
+
+
+def _target_email():
+    """Key a signin by a digest of its (already validated) email."""
+    email = request.get_json()["email"].strip().lower()
+    return "email:" + hashlib.sha256(email.encode()).hexdigest()
+
+
+def _session_key():
+    """Key a refresh by its session, known once the token is verified."""
+    return "session:" + get_jwt()["sid"]
+
+
+def limit_signin(view):
+    """Limit failed signins per client address and per target email."""
+    view = limiter.limit(
+        _setting("RATELIMIT_SIGNIN_PER_EMAIL"), key_func=_target_email, deduct_when=_failed
+    )(view)
+    return limiter.limit(
+        _setting("RATELIMIT_SIGNIN_PER_ADDRESS"), key_func=get_remote_address, deduct_when=_failed
+    )(view)
+
+
+limit_signup = limiter.limit(_setting("RATELIMIT_SIGNUP_PER_ADDRESS"), key_func=get_remote_address)
+limit_refresh = limiter.limit(_setting("RATELIMIT_REFRESH_PER_SESSION"), key_func=_session_key)
+
+
+def _retry_after():
+    """Return the whole seconds until the breached limit lets requests through."""
+    current = limiter.current_limit
+    reset_at = current.reset_at if current else time.time() + 60
+    return str(max(1, int(reset_at - time.time()) + 1))
+
+
+def rate_limited(error):
+    """Answer a breached limit with 429 and Retry-After, and note it in the audit trail."""
+    db.session.rollback()
+    caller = g.get("session_row")
+    if caller is None:
+        audit.record("rate_limited")
+    else:
+        audit.record("rate_limited", caller.id, caller.session_id)
+    db.session.commit()
+    return problem(
+        429,
+        "rate_limited",
+        "Too many requests; try again after the time in Retry-After.",
+        {"Retry-After": _retry_after()},
+    )
+
+
+def register_rate_limits(app):
+    """Bind the limiter and answer its refusals as problems."""
+    limiter.init_app(app)
+    app.register_error_handler(RateLimitExceeded, rate_limited)
