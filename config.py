@@ -116,6 +116,10 @@ def from_environment(environ=os.environ):
         "RATELIMIT_REFRESH_PER_SESSION": _rate(
             environ, "RATELIMIT_REFRESH_PER_SESSION", "60 per minute"
         ),
+        "RATELIMIT_PASSWORD_PER_USER": _rate(
+            environ, "RATELIMIT_PASSWORD_PER_USER", "5 per minute;20 per hour"
+        ),
+        "SESSION_RETENTION": _integer(environ, "SESSION_RETENTION", 2592000),
         "TRUSTED_PROXIES": _integer(environ, "TRUSTED_PROXIES", 0),
         "CORS_ORIGINS": _list(environ, "CORS_ORIGINS"),
         "USERS_PAGE_DEFAULT": 50,

@@ -13,6 +13,13 @@ EVENTS = (
     "refresh",
     "refresh_reuse",
     "rate_limited",
+    "session_revoked",
+    "signout_everywhere",
+    "password_changed",
+    "password_change_failed",
+    "account_deleted",
+    "user_updated",
+    "user_deleted",
 )
 
 

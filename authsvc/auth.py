@@ -1,6 +1,7 @@
 """Blueprint "auth": signup, signin, signout and refresh."""
 
 import sqlalchemy as sa
+from flask import current_app
 from flask_jwt_extended import current_user
 from sqlalchemy.exc import IntegrityError
 
@@ -8,16 +9,24 @@ from authsvc import audit
 from authsvc.errors import Problem
 from authsvc.extensions import db
 from authsvc.limits import limit_refresh, limit_signin, limit_signup
-from authsvc.models import User
+from authsvc.models import Session, User, utcnow
 from authsvc.parsing import Blueprint
 from authsvc.passwords import (
+    hash_cost,
     hash_password,
     refuse_weak_password,
     verify_dummy,
     verify_password,
 )
-from authsvc.schemas import CredentialsSchema, SignedInSchema, TokenPairSchema
-from authsvc.tokens import open_session, revoke_session, rotate_refresh_token, token_required
+from authsvc.schemas import CredentialsSchema, SessionSchema, SignedInSchema, TokenPairSchema
+from authsvc.tokens import (
+    SESSION_ID,
+    open_session,
+    revoke_session,
+    revoke_sessions_of,
+    rotate_refresh_token,
+    token_required,
+)
 
 bp = Blueprint("auth", __name__, url_prefix="/auth", description="Sessions and tokens.")
 
@@ -39,6 +48,10 @@ def authenticate(email, password):
         raise _refuse_signin(user.id)
     if user.disabled:
         raise Problem(403, "account_disabled", "This account is disabled.")
+    if hash_cost(user.password_hash) != current_app.config["BCRYPT_ROUNDS"]:
+        # BCRYPT_ROUNDS changed since this hash was made: this is the one
+        # moment the password is known, so bring the hash up to date.
+        user.password_hash = hash_password(password)
     return user
 
 
@@ -103,3 +116,58 @@ def refresh():
     audit.record("refresh", current_user.id, current_user.session_id)
     db.session.commit()
     return tokens
+
+
+def session_document(session):
+    """Return a session as the API shows it, marking the caller's own."""
+    return {
+        "id": session.id,
+        "created_at": session.created_at,
+        "last_used_at": session.last_used_at,
+        "expires_at": session.expires_at,
+        "ip": session.ip,
+        "user_agent": session.user_agent,
+        "current": session.id == current_user.session_id,
+    }
+
+
+@bp.get("/sessions")
+@bp.response(200, SessionSchema(many=True))
+@bp.alt_response(401, response="UNAUTHORIZED")
+@token_required()
+def list_sessions():
+    """Return the caller's open sessions, newest first."""
+    open_sessions = db.session.scalars(
+        sa.select(Session)
+        .where(
+            Session.user_id == current_user.id,
+            Session.revoked_at.is_(None),
+            Session.expires_at > utcnow(),
+        )
+        .order_by(Session.created_at.desc(), Session.id)
+    )
+    return [session_document(session) for session in open_sessions]
+
+
+@bp.delete("/sessions/<session_id>")
+@bp.response(204)
+@bp.alt_response(401, response="UNAUTHORIZED")
+@bp.alt_response(404, response="NOT_FOUND")
+@token_required()
+def end_session(session_id):
+    """End one of the caller's own sessions; any other id is 404."""
+    if not SESSION_ID.fullmatch(session_id) or not revoke_session(session_id, current_user.id):
+        raise Problem(404, "not_found", "You have no open session with this id.")
+    audit.record("session_revoked", current_user.id, session_id)
+    db.session.commit()
+
+
+@bp.delete("/sessions")
+@bp.response(204)
+@bp.alt_response(401, response="UNAUTHORIZED")
+@token_required()
+def end_all_sessions():
+    """End every session of the caller, this one included."""
+    revoke_sessions_of(current_user.id)
+    audit.record("signout_everywhere", current_user.id, current_user.session_id)
+    db.session.commit()

@@ -1,16 +1,19 @@
-"""The CLI groups: `flask --app authsvc users ...` and `... audit tail`."""
+"""The CLI groups: `flask --app authsvc users|sessions|audit ...`."""
 
 import sys
+from datetime import timedelta
 
 import click
 import marshmallow as ma
 import sqlalchemy as sa
+from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy.exc import IntegrityError
 
+from authsvc import accounts
 from authsvc.errors import Problem
 from authsvc.extensions import db
-from authsvc.models import AuthEvent, User
+from authsvc.models import AuthEvent, Session, User, utcnow
 from authsvc.passwords import hash_password, refuse_weak_password
 from authsvc.schemas import CredentialsSchema
 
@@ -52,6 +55,95 @@ def create_user(email, admin, password_stdin):
     click.echo(f"Created {user.role} {user.email} (id {user.id}).")
 
 
+def user_by_email(email):
+    """Return the user with an email, or stop with an error."""
+    user = db.session.scalar(sa.select(User).where(User.email == email.strip().lower()))
+    if user is None:
+        raise click.ClickException(f"no user with email {email}")
+    return user
+
+
+def change(user, **values):
+    """Apply a change to a user, reporting the last-admin refusal as an error."""
+    try:
+        accounts.update_user(user, **values)
+    except Problem as problem:
+        raise click.ClickException(problem.detail) from None
+    db.session.commit()
+
+
+@users_cli.command("list")
+def list_users():
+    """Print every user: id, email, role, state, creation time."""
+    for user in db.session.scalars(sa.select(User).order_by(User.id)):
+        state = "disabled" if user.disabled else "active"
+        click.echo(
+            f"{user.id}\t{user.email}\t{user.role}\t{state}\t{user.created_at:%Y-%m-%dT%H:%M:%SZ}"
+        )
+
+
+@users_cli.command("set-role")
+@click.argument("email")
+@click.argument("role", type=click.Choice(["user", "admin"]))
+def set_role(email, role):
+    """Make a user an admin, or a plain user again."""
+    user = user_by_email(email)
+    change(user, role=role)
+    click.echo(f"{user.email} is now {role}.")
+
+
+@users_cli.command("disable")
+@click.argument("email")
+def disable_user(email):
+    """Disable a user: no signin, and every token refused at once."""
+    user = user_by_email(email)
+    change(user, disabled=True)
+    click.echo(f"{user.email} is disabled; their sessions are closed.")
+
+
+@users_cli.command("enable")
+@click.argument("email")
+def enable_user(email):
+    """Let a disabled user sign in again."""
+    user = user_by_email(email)
+    change(user, disabled=False)
+    click.echo(f"{user.email} is enabled.")
+
+
+@users_cli.command("delete")
+@click.argument("email")
+@click.confirmation_option(prompt="Delete this user and all their sessions?")
+def delete_user(email):
+    """Delete a user and their sessions."""
+    user = user_by_email(email)
+    try:
+        accounts.delete_user(user)
+    except Problem as problem:
+        raise click.ClickException(problem.detail) from None
+    db.session.commit()
+    click.echo(f"Deleted {email.strip().lower()}.")
+
+
+sessions_cli = AppGroup("sessions", help="Maintain the sessions table.")
+
+
+@sessions_cli.command("purge")
+@click.option(
+    "--retention",
+    type=click.IntRange(min=0),
+    help="Seconds a session is kept after it expired or was closed [SESSION_RETENTION].",
+)
+def purge_sessions(retention):
+    """Delete sessions that ended (expired or closed) longer ago than the retention."""
+    if retention is None:
+        retention = current_app.config["SESSION_RETENTION"]
+    cutoff = utcnow() - timedelta(seconds=retention)
+    ended = sa.or_(Session.expires_at < cutoff, Session.revoked_at < cutoff)
+    removed = db.session.execute(sa.delete(Session).where(ended)).rowcount
+    db.session.commit()
+    click.echo(f"Removed {removed} session(s) that ended before {cutoff:%Y-%m-%dT%H:%M:%SZ}.")
+
+
 audit_cli = AppGroup("audit", help="Read the audit trail.")
 
 
@@ -62,10 +154,7 @@ def audit_tail(email, lines):
     """Print the newest events of the audit trail, oldest first."""
     query = sa.select(AuthEvent).order_by(AuthEvent.id.desc()).limit(lines)
     if email:
-        user_id = db.session.scalar(sa.select(User.id).where(User.email == email.strip().lower()))
-        if user_id is None:
-            raise click.ClickException(f"no user with email {email}")
-        query = query.where(AuthEvent.user_id == user_id)
+        query = query.where(AuthEvent.user_id == user_by_email(email).id)
     for event in reversed(db.session.scalars(query).all()):
         click.echo(
             f"{event.created_at:%Y-%m-%dT%H:%M:%SZ} {event.event:<14} "
@@ -78,4 +167,5 @@ def audit_tail(email, lines):
 def register_commands(app):
     """Add the CLI groups to `flask --app authsvc`."""
     app.cli.add_command(users_cli)
+    app.cli.add_command(sessions_cli)
     app.cli.add_command(audit_cli)

@@ -34,6 +34,16 @@ def _target_email():
     return "email:" + hashlib.sha256(email.encode()).hexdigest()
 
 
+def _forbidden(response):
+    """Count a password change only when the current password was wrong."""
+    return response.status_code == 403
+
+
+def _user_key():
+    """Key a request by its authenticated user."""
+    return f"user:{get_jwt()['sub']}"
+
+
 def _session_key():
     """Key a refresh by its session, known once the token is verified."""
     return "session:" + get_jwt()["sid"]
@@ -51,6 +61,9 @@ def limit_signin(view):
 
 limit_signup = limiter.limit(_setting("RATELIMIT_SIGNUP_PER_ADDRESS"), key_func=get_remote_address)
 limit_refresh = limiter.limit(_setting("RATELIMIT_REFRESH_PER_SESSION"), key_func=_session_key)
+limit_password_change = limiter.limit(
+    _setting("RATELIMIT_PASSWORD_PER_USER"), key_func=_user_key, deduct_when=_forbidden
+)
 
 
 def _retry_after():

@@ -31,7 +31,12 @@ class User(db.Model):
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True
     )
 
-    __table_args__ = (sa.CheckConstraint("role IN ('user', 'admin')", name="role"),)
+    __table_args__ = (
+        sa.CheckConstraint("role IN ('user', 'admin')", name="role"),
+        # Never hand a deleted user's id to a new one (SQLite reuses the
+        # highest id otherwise), so ids in the audit trail stay unambiguous.
+        {"sqlite_autoincrement": True},
+    )
 
 
 class Session(db.Model):

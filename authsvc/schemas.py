@@ -134,3 +134,45 @@ class StatusSchema(BaseSchema):
     """The answer of a health or readiness probe."""
 
     status = fields.String(required=True)
+
+
+class StrictBoolean(fields.Boolean):
+    """A JSON true or false, and nothing that merely looks like one."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        """Refuse anything but a real boolean."""
+        if not isinstance(value, bool):
+            raise ma.ValidationError("Not a valid boolean.")
+        return value
+
+
+class UserUpdateSchema(BaseSchema):
+    """What an admin may change about a user."""
+
+    role = fields.String(validate=validate.OneOf(("user", "admin")))
+    disabled = StrictBoolean()
+
+    @ma.validates_schema
+    def _not_empty(self, data, **kwargs):
+        """Refuse a body that changes nothing."""
+        if not data:
+            raise ma.ValidationError("Give role, disabled or both.", "_schema")
+
+
+class PasswordChangeSchema(BaseSchema):
+    """The current password, and the one to replace it."""
+
+    current_password = Password(data_key="currentPassword", required=True)
+    new_password = Password(data_key="newPassword", required=True)
+
+
+class SessionSchema(BaseSchema):
+    """One open session of the caller: a signed-in device."""
+
+    id = fields.String(required=True)
+    created_at = fields.DateTime(TIMESTAMP_FORMAT, data_key="createdAt", required=True)
+    last_used_at = fields.DateTime(TIMESTAMP_FORMAT, data_key="lastUsedAt", required=True)
+    expires_at = fields.DateTime(TIMESTAMP_FORMAT, data_key="expiresAt", required=True)
+    ip = fields.String(required=True, allow_none=True)
+    user_agent = fields.String(data_key="userAgent", required=True, allow_none=True)
+    current = fields.Boolean(required=True)

@@ -135,11 +135,23 @@ def open_session(user):
     return session, {"access_token": access_token, "refresh_token": refresh_token}
 
 
-def revoke_session(session_id):
-    """Close a session now; its tokens are refused from this moment."""
+def revoke_session(session_id, user_id=None):
+    """Close a session now; its tokens are refused from this moment.
+
+    Return whether an open session (of that user, if given) was closed.
+    """
+    condition = sa.and_(sessions.c.id == session_id, sessions.c.revoked_at.is_(None))
+    if user_id is not None:
+        condition = sa.and_(condition, sessions.c.user_id == user_id)
+    result = db.session.execute(sessions.update().where(condition).values(revoked_at=utcnow()))
+    return result.rowcount == 1
+
+
+def revoke_sessions_of(user_id):
+    """Close every open session of a user."""
     db.session.execute(
         sessions.update()
-        .where(sessions.c.id == session_id, sessions.c.revoked_at.is_(None))
+        .where(sessions.c.user_id == user_id, sessions.c.revoked_at.is_(None))
         .values(revoked_at=utcnow())
     )
 

@@ -1,17 +1,31 @@
-"""Blueprint "users": the caller, and the list of users for admins."""
+"""Blueprint "users": the caller's account, and every account for admins."""
 
 import sqlalchemy as sa
 from flask import current_app, url_for
 from flask_jwt_extended import current_user, get_jwt
 
+from authsvc import accounts, audit
 from authsvc.errors import Problem
 from authsvc.extensions import db
+from authsvc.limits import limit_password_change
 from authsvc.models import User
 from authsvc.parsing import Blueprint
-from authsvc.schemas import MeSchema, UserListQuerySchema, UserSchema, encode_cursor
-from authsvc.tokens import token_required
+from authsvc.passwords import hash_password, refuse_weak_password, verify_password
+from authsvc.schemas import (
+    MAX_USER_ID,
+    MeSchema,
+    PasswordChangeSchema,
+    TokenPairSchema,
+    UserListQuerySchema,
+    UserSchema,
+    UserUpdateSchema,
+    encode_cursor,
+)
+from authsvc.tokens import open_session, revoke_sessions_of, token_required
 
 bp = Blueprint("users", __name__, url_prefix="/users", description="Accounts.")
+
+NO_SUCH_USER = Problem(404, "not_found", "There is no such user.")
 
 
 def user_document(user, for_admin):
@@ -28,10 +42,23 @@ def user_document(user, for_admin):
     return document
 
 
+def caller_is_admin():
+    """Tell whether the caller is an admin now (not when the token was issued)."""
+    return current_user.role == "admin"
+
+
 def require_admin():
-    """Refuse the request unless the caller is an admin now."""
-    if current_user.role != "admin":
+    """Refuse the request unless the caller is an admin."""
+    if not caller_is_admin():
         raise Problem(403, "forbidden", "Only admins may do this.")
+
+
+def user_or_404(user_id):
+    """Return the user with an id, or answer 404."""
+    user = db.session.get(User, user_id) if user_id <= MAX_USER_ID else None
+    if user is None:
+        raise NO_SUCH_USER
+    return user
 
 
 @bp.get("/me")
@@ -41,8 +68,44 @@ def require_admin():
 def me():
     """Return the caller and the iat and exp of the token presented."""
     claims = get_jwt()
-    document = user_document(current_user, current_user.role == "admin")
+    document = user_document(current_user, caller_is_admin())
     return {**document, "iat": claims["iat"], "exp": claims["exp"]}
+
+
+@bp.delete("/me")
+@bp.response(204)
+@bp.alt_response(401, response="UNAUTHORIZED")
+@bp.alt_response(409, response="CONFLICT")
+@token_required(fresh=True)
+def delete_me():
+    """Delete the caller's account, its sessions and tokens; needs a fresh token."""
+    accounts.delete_user(user_or_404(current_user.id))
+    audit.record("account_deleted", current_user.id, current_user.session_id)
+    db.session.commit()
+
+
+@bp.post("/me/password")
+@bp.response(200, TokenPairSchema)
+@bp.alt_response(401, response="UNAUTHORIZED")
+@bp.alt_response(403, response="FORBIDDEN")
+@bp.alt_response(429, response="TOO_MANY_REQUESTS")
+@token_required()
+@bp.arguments(PasswordChangeSchema)
+@limit_password_change
+def change_password(passwords):
+    """Replace the caller's password, end every session, and open a new one."""
+    user = user_or_404(current_user.id)
+    if not verify_password(passwords["current_password"], user.password_hash):
+        audit.record("password_change_failed", user.id, current_user.session_id)
+        db.session.commit()
+        raise Problem(403, "invalid_password", "The current password is wrong.")
+    refuse_weak_password(passwords["new_password"], user.email, field="newPassword")
+    user.password_hash = hash_password(passwords["new_password"])
+    revoke_sessions_of(user.id)
+    session, tokens = open_session(user)
+    audit.record("password_changed", user.id, session.id)
+    db.session.commit()
+    return tokens
 
 
 @bp.get("")
@@ -67,3 +130,48 @@ def list_users(limit=None, cursor=None):
         )
         headers["Link"] = f'<{next_page}>; rel="next"'
     return [user_document(user, for_admin=True) for user in page], headers
+
+
+@bp.get("/<int:user_id>")
+@bp.response(200, UserSchema)
+@bp.alt_response(401, response="UNAUTHORIZED")
+@bp.alt_response(404, response="NOT_FOUND")
+@token_required()
+def get_user(user_id):
+    """Return a user to an admin, or to the user itself; anyone else gets 404."""
+    if not caller_is_admin() and user_id != current_user.id:
+        raise NO_SUCH_USER
+    return user_document(user_or_404(user_id), caller_is_admin())
+
+
+@bp.patch("/<int:user_id>")
+@bp.response(200, UserSchema)
+@bp.alt_response(401, response="UNAUTHORIZED")
+@bp.alt_response(403, response="FORBIDDEN")
+@bp.alt_response(404, response="NOT_FOUND")
+@bp.alt_response(409, response="CONFLICT")
+@token_required()
+@bp.arguments(UserUpdateSchema)
+def update_user(changes, user_id):
+    """Change a user's role or disabled flag (admins only)."""
+    require_admin()
+    user = user_or_404(user_id)
+    accounts.update_user(user, **changes)
+    audit.record("user_updated", user.id, current_user.session_id)
+    db.session.commit()
+    return user_document(user, for_admin=True)
+
+
+@bp.delete("/<int:user_id>")
+@bp.response(204)
+@bp.alt_response(401, response="UNAUTHORIZED")
+@bp.alt_response(403, response="FORBIDDEN")
+@bp.alt_response(404, response="NOT_FOUND")
+@bp.alt_response(409, response="CONFLICT")
+@token_required()
+def delete_user(user_id):
+    """Delete a user and their sessions (admins only)."""
+    require_admin()
+    accounts.delete_user(user_or_404(user_id))
+    audit.record("user_deleted", user_id, current_user.session_id)
+    db.session.commit()

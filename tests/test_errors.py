@@ -22,7 +22,7 @@ def test_unknown_path_is_404_problem(client):
     ("method", "path"),
     [
         ("GET", "/auth/signup"),
-        ("DELETE", "/users/me"),
+        ("PUT", "/users/me"),
         ("PUT", "/auth/refresh"),
         ("POST", "/users"),
     ],

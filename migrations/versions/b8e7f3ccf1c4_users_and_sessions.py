@@ -27,7 +27,8 @@ def upgrade():
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.CheckConstraint("role IN ('user', 'admin')", name=op.f('ck_users_role')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_users')),
-    sa.UniqueConstraint('email', name=op.f('uq_users_email'))
+    sa.UniqueConstraint('email', name=op.f('uq_users_email')),
+    sqlite_autoincrement=True
     )
     op.create_table('sessions',
     sa.Column('id', sa.String(length=32), nullable=False),

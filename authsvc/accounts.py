@@ -1,0 +1,60 @@
+"""Changing and deleting accounts, for the API and the CLI alike.
+
+The last active admin can be neither demoted, disabled nor deleted. The check
+and the change are one conditional statement, after locking the admin rows
+(PostgreSQL; SQLite serialises writers anyway), so two admins demoting each
+other at once cannot leave nobody in charge.
+"""
+
+import sqlalchemy as sa
+
+from authsvc.errors import Problem
+from authsvc.extensions import db
+from authsvc.models import User
+from authsvc.tokens import revoke_sessions_of
+
+users = User.__table__
+LAST_ADMIN = Problem(409, "last_admin", "The last admin cannot be demoted, disabled or deleted.")
+
+
+def _is_active_admin(table):
+    """Return the condition 'is an admin who is not disabled' on a users table."""
+    return sa.and_(table.c.role == "admin", table.c.disabled.is_(False))
+
+
+def _another_active_admin(user_id):
+    """Return the condition 'some other active admin exists'."""
+    other = users.alias("other")
+    return sa.exists().where(_is_active_admin(other), other.c.id != user_id)
+
+
+def _guard_last_admin(statement, user_id):
+    """Run an UPDATE or DELETE that may remove an admin, unless it is the last one."""
+    db.session.execute(sa.select(users.c.id).where(_is_active_admin(users)).with_for_update())
+    keeps_an_admin = sa.or_(sa.not_(_is_active_admin(users)), _another_active_admin(user_id))
+    if db.session.execute(statement.where(keeps_an_admin)).rowcount == 0:
+        db.session.rollback()
+        raise LAST_ADMIN
+
+
+def update_user(user, role=None, disabled=None):
+    """Change a user's role and/or disabled flag; disabling ends their sessions."""
+    values = {
+        key: value for key, value in (("role", role), ("disabled", disabled)) if value is not None
+    }
+    if not values:
+        return
+    statement = users.update().where(users.c.id == user.id).values(**values)
+    if role == "user" or disabled:
+        _guard_last_admin(statement, user.id)
+    else:
+        db.session.execute(statement)
+    if disabled:
+        revoke_sessions_of(user.id)
+    db.session.refresh(user)
+
+
+def delete_user(user):
+    """Delete a user; their sessions go with them (ON DELETE CASCADE)."""
+    _guard_last_admin(users.delete().where(users.c.id == user.id), user.id)
+    db.session.expunge(user)
