@@ -12,7 +12,7 @@ from datetime import timedelta
 import limits
 
 ENVIRONMENTS = ("development", "testing", "production")
-ALGORITHMS = ("HS256",)
+ALGORITHMS = ("HS256", "EdDSA", "RS256")
 MIN_SECRET_BYTES = 32
 MIN_SECRET_DISTINCT = 10
 
@@ -120,6 +120,7 @@ def from_environment(environ=os.environ):
             environ, "RATELIMIT_PASSWORD_PER_USER", "5 per minute;20 per hour"
         ),
         "SESSION_RETENTION": _integer(environ, "SESSION_RETENTION", 2592000),
+        "ACCESS_LOG": _flag(environ, "ACCESS_LOG", not testing),
         "TRUSTED_PROXIES": _integer(environ, "TRUSTED_PROXIES", 0),
         "CORS_ORIGINS": _list(environ, "CORS_ORIGINS"),
         "USERS_PAGE_DEFAULT": 50,

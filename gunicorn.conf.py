@@ -6,6 +6,14 @@ gunicorn binds 127.0.0.1:8000 by default, or 0.0.0.0:$PORT when PORT is set;
 
 import multiprocessing
 import os
+import shutil
+import tempfile
+
+# Workers share their Prometheus metrics through files in this folder; it
+# must be set before the app (and prometheus_client) is imported.
+OWN_METRICS_FOLDER = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+if OWN_METRICS_FOLDER:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="authsvc-metrics-")
 
 # Sync workers: signin is bcrypt, CPU-bound, so more threads per worker would
 # only queue behind the GIL. Two per core keeps a core busy while the other
@@ -22,6 +30,27 @@ max_requests = 20000
 max_requests_jitter = 2000
 errorlog = "-"
 accesslog = None
+
+
+def on_starting(server):
+    """Start from empty metrics, even in a folder a previous run left behind."""
+    folder = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    for name in os.listdir(folder):
+        if name.endswith(".db"):
+            os.remove(os.path.join(folder, name))
+
+
+def on_exit(server):
+    """Remove the metrics folder this configuration made."""
+    if OWN_METRICS_FOLDER:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
+
+def child_exit(server, worker):
+    """Let a dead worker's live metrics go; its counters stay counted."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
 
 
 def post_fork(server, worker):

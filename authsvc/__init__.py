@@ -12,6 +12,7 @@ from authsvc.errors import ProblemApi, register_errorhandlers
 from authsvc.extensions import db, jwt, migrate
 from authsvc.hooks import register_hooks
 from authsvc.limits import register_rate_limits
+from authsvc.telemetry import register_telemetry
 
 
 def create_app(overrides=None):
@@ -26,6 +27,7 @@ def create_app(overrides=None):
     register_extensions(app)
     register_blueprints(app)
     register_errorhandlers(app)
+    register_telemetry(app)
     register_hooks(app)
     register_commands(app)
     return app

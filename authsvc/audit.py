@@ -4,6 +4,7 @@ from flask import g, has_request_context, request
 
 from authsvc.extensions import db
 from authsvc.models import AuthEvent
+from authsvc.telemetry import count_event
 
 EVENTS = (
     "signup",
@@ -42,3 +43,4 @@ def record(event, user_id=None, session_id=None):
         row.ip, row.user_agent = client_address(), client_agent()
         row.request_id = g.get("request_id")
     db.session.add(row)
+    count_event(event)

@@ -10,10 +10,10 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy.exc import IntegrityError
 
-from authsvc import accounts
+from authsvc import accounts, keys
 from authsvc.errors import Problem
 from authsvc.extensions import db
-from authsvc.models import AuthEvent, Session, User, utcnow
+from authsvc.models import AuthEvent, Session, SigningKey, User, utcnow
 from authsvc.passwords import hash_password, refuse_weak_password
 from authsvc.schemas import CredentialsSchema
 
@@ -144,6 +144,45 @@ def purge_sessions(retention):
     click.echo(f"Removed {removed} session(s) that ended before {cutoff:%Y-%m-%dT%H:%M:%SZ}.")
 
 
+keys_cli = AppGroup("keys", help="Manage EdDSA and RS256 signing keys.")
+
+
+@keys_cli.command("rotate")
+def rotate_key():
+    """Make a new signing key the active one; older keys still verify until retired."""
+    if not keys.asymmetric():
+        raise click.ClickException("signing keys are for JWT_ALGORITHM=EdDSA or RS256")
+    kid = keys.create_key(current_app.config["JWT_ALGORITHM"])
+    db.session.commit()
+    click.echo(f"Key {kid} ({current_app.config['JWT_ALGORITHM']}) now signs new tokens.")
+
+
+@keys_cli.command("list")
+def list_keys():
+    """Print every key: kid, algorithm, created, and active, verifying or retired."""
+    rows = db.session.scalars(sa.select(SigningKey).order_by(SigningKey.created_at)).all()
+    live = [row for row in rows if row.retired_at is None]
+    active = [row for row in live if row.algorithm == current_app.config["JWT_ALGORITHM"]]
+    for row in rows:
+        if row.retired_at is not None:
+            state = f"retired {row.retired_at:%Y-%m-%dT%H:%M:%SZ}"
+        elif active and row is active[-1]:
+            state = "active"
+        else:
+            state = "verifying"
+        click.echo(f"{row.kid}\t{row.algorithm}\t{row.created_at:%Y-%m-%dT%H:%M:%SZ}\t{state}")
+
+
+@keys_cli.command("retire")
+@click.argument("kid")
+def retire_key(kid):
+    """Stop verifying tokens signed with a key and drop it from the JWKS."""
+    if not keys.retire_key(kid):
+        raise click.ClickException(f"no key {kid} that is not already retired")
+    db.session.commit()
+    click.echo(f"Key {kid} is retired: its tokens are refused within seconds.")
+
+
 audit_cli = AppGroup("audit", help="Read the audit trail.")
 
 
@@ -168,4 +207,5 @@ def register_commands(app):
     """Add the CLI groups to `flask --app authsvc`."""
     app.cli.add_command(users_cli)
     app.cli.add_command(sessions_cli)
+    app.cli.add_command(keys_cli)
     app.cli.add_command(audit_cli)

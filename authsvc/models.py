@@ -59,6 +59,7 @@ class Session(db.Model):
     refresh_jti: Mapped[str] = mapped_column(sa.String(36))
     refresh_iat: Mapped[int]
     refresh_exp: Mapped[int]
+    refresh_kid: Mapped[str | None] = mapped_column(sa.String(64))
     previous_digest: Mapped[str | None] = mapped_column(sa.String(64))
     rotated_at: Mapped[datetime | None]
     ip: Mapped[str | None] = mapped_column(sa.String(64))
@@ -84,3 +85,20 @@ class AuthEvent(db.Model):
     ip: Mapped[str | None] = mapped_column(sa.String(64))
     user_agent: Mapped[str | None] = mapped_column(sa.String(512))
     request_id: Mapped[str | None] = mapped_column(sa.String(128))
+
+
+class SigningKey(db.Model):
+    """An EdDSA or RS256 key pair that signs tokens, shared by every instance.
+
+    The private half is stored as PKCS#8 PEM encrypted with JWT_SECRET_KEY,
+    so a copy of the database alone does not give away the signing key.
+    """
+
+    __tablename__ = "signing_keys"
+
+    kid: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    algorithm: Mapped[str] = mapped_column(sa.String(16))
+    private_pem: Mapped[str] = mapped_column(sa.Text)
+    public_jwk: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    retired_at: Mapped[datetime | None]

@@ -176,3 +176,9 @@ class SessionSchema(BaseSchema):
     ip = fields.String(required=True, allow_none=True)
     user_agent = fields.String(data_key="userAgent", required=True, allow_none=True)
     current = fields.Boolean(required=True)
+
+
+class JWKSSchema(BaseSchema):
+    """An RFC 7517 key set: the public keys that verify tokens."""
+
+    keys = fields.List(fields.Dict(), required=True)

@@ -1,14 +1,18 @@
 """Blueprint "service": the probes an orchestrator polls."""
 
 import sqlalchemy as sa
+from flask import Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.exc import SQLAlchemyError
 
+from authsvc import keys
 from authsvc.errors import Problem
 from authsvc.extensions import db
 from authsvc.parsing import Blueprint
-from authsvc.schemas import StatusSchema
+from authsvc.schemas import JWKSSchema, StatusSchema
+from authsvc.telemetry import metrics_exposition
 
-bp = Blueprint("service", __name__, description="Health and readiness.")
+bp = Blueprint("service", __name__, description="Probes, public keys and metrics.")
 
 
 @bp.get("/healthz")
@@ -29,3 +33,24 @@ def readyz():
         db.session.rollback()
         raise Problem(503, "database_unavailable", "The database does not answer.") from None
     return {"status": "ok"}
+
+
+@bp.get("/.well-known/jwks.json")
+@bp.response(200, JWKSSchema)
+def jwks():
+    """Return the public keys that verify authsvc's tokens (empty under HS256)."""
+    return keys.jwks()
+
+
+@bp.get("/metrics")
+@bp.doc(
+    responses={
+        "200": {
+            "description": "Prometheus text format",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    }
+)
+def metrics():
+    """Return request counts, latencies and auth events in the Prometheus text format."""
+    return Response(metrics_exposition(), mimetype=CONTENT_TYPE_LATEST)

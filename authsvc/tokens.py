@@ -17,7 +17,7 @@ from flask import current_app, g, request
 from flask_jwt_extended import create_access_token, create_refresh_token, jwt_required
 from flask_smorest import Blueprint
 
-from authsvc import audit
+from authsvc import audit, keys
 from authsvc.errors import Problem, problem
 from authsvc.extensions import db, jwt
 from authsvc.models import Session, User, utcnow
@@ -41,6 +41,7 @@ SESSION_CHECK = (
         sessions.c.refresh_jti,
         sessions.c.refresh_iat,
         sessions.c.refresh_exp,
+        sessions.c.refresh_kid,
         sessions.c.previous_digest,
         sessions.c.rotated_at,
         users.c.id,
@@ -74,13 +75,14 @@ def presented_token():
     return ""
 
 
-def encode_refresh_token(user_id, session_id, jti, iat, exp):
-    """Encode a refresh token: the same claims give the same token, byte for byte."""
-    return create_refresh_token(
-        identity=str(user_id),
-        expires_delta=False,
-        additional_claims={"sid": session_id, "jti": jti, "iat": iat, "exp": exp},
-    )
+def encode_refresh_token(user_id, session_id, jti, iat, exp, kid=None):
+    """Encode a refresh token: the same claims and key give the same token, byte for byte."""
+    with keys.signing_with(kid):
+        return create_refresh_token(
+            identity=str(user_id),
+            expires_delta=False,
+            additional_claims={"sid": session_id, "jti": jti, "iat": iat, "exp": exp},
+        )
 
 
 def encode_access_token(user_id, email, role, session_id, session_expires, fresh):
@@ -125,8 +127,10 @@ def open_session(user):
         user_agent=audit.client_agent(),
     )
     jti, iat, exp = _next_refresh_claims(expires_at, now)
-    refresh_token = encode_refresh_token(user.id, session.id, jti, iat, exp)
+    kid = keys.current_kid()
+    refresh_token = encode_refresh_token(user.id, session.id, jti, iat, exp, kid)
     session.refresh_jti, session.refresh_iat, session.refresh_exp = jti, iat, exp
+    session.refresh_kid = kid
     session.refresh_digest = refresh_digest(refresh_token)
     db.session.add(session)
     access_token = encode_access_token(
@@ -159,7 +163,12 @@ def revoke_sessions_of(user_id):
 def _current_pair(row):
     """Return a fresh access token and the session's current refresh token."""
     refresh_token = encode_refresh_token(
-        row.user_id, row.session_id, row.refresh_jti, row.refresh_iat, row.refresh_exp
+        row.user_id,
+        row.session_id,
+        row.refresh_jti,
+        row.refresh_iat,
+        row.refresh_exp,
+        row.refresh_kid,
     )
     access_token = encode_access_token(
         row.user_id, row.email, row.role, row.session_id, row.expires_at, fresh=False
@@ -202,7 +211,8 @@ def rotate_refresh_token(row):
     now = utcnow()
     if hmac.compare_digest(row.refresh_digest, digest):
         jti, iat, exp = _next_refresh_claims(row.expires_at, now)
-        token = encode_refresh_token(row.user_id, row.session_id, jti, iat, exp)
+        kid = keys.current_kid()
+        token = encode_refresh_token(row.user_id, row.session_id, jti, iat, exp, kid)
         rotated = db.session.execute(
             sessions.update()
             .where(
@@ -215,6 +225,7 @@ def rotate_refresh_token(row):
                 refresh_jti=jti,
                 refresh_iat=iat,
                 refresh_exp=exp,
+                refresh_kid=kid,
                 previous_digest=digest,
                 rotated_at=now,
                 last_used_at=now,

@@ -29,6 +29,7 @@ def settings(database_url, **extra):
         "JWT_SECRET_KEY": TEST_SECRET,
         "BCRYPT_ROUNDS": 4,
         "RATELIMIT_ENABLED": False,
+        "ACCESS_LOG": False,
         **extra,
     }
 

@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import jwt
 import pytest
 import requests
 
@@ -294,3 +295,101 @@ def test_redis_counters_are_shared_between_instances(tmp_path):
         assert failed_signins(first, email, 2) + failed_signins(second, email, 2) == [401] * 4
         assert failed_signins(first, email, 1) == [429]
         assert failed_signins(second, email, 1) == [429]
+
+
+def test_examples_curl_script_runs_against_gunicorn(server):
+    """examples/curl.sh walks the whole flow and every status is as it expects."""
+    url, env = server
+    created = flask_cli(
+        env,
+        "users",
+        "create",
+        "curl-admin@example.com",
+        "--admin",
+        "--password-stdin",
+        stdin=PASSWORD + "\n",
+    )
+    assert created.returncode == 0, created.stderr
+    script = subprocess.run(
+        ["bash", str(ROOT / "examples" / "curl.sh")],
+        env={
+            **env,
+            "BASE_URL": url,
+            "ADMIN_EMAIL": "curl-admin@example.com",
+            "ADMIN_PASSWORD": PASSWORD,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert script.returncode == 0, script.stdout + script.stderr
+    assert "all steps answered as expected" in script.stdout
+
+
+def test_metrics_add_up_every_worker(server):
+    """/metrics counts requests served by any of the two workers, in Prometheus format."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url, _ = server
+
+    def healthz_count():
+        text = requests.get(f"{url}/metrics").text
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "authsvc_requests_total"
+            and sample.labels["endpoint"] == "service.healthz"
+        )
+
+    before = healthz_count()
+    for _ in range(20):
+        requests.get(f"{url}/healthz")
+    assert healthz_count() - before == 20
+
+
+def wait_for(condition, seconds=15):
+    """Poll a condition until it holds or time runs out; return its last value."""
+    deadline = time.monotonic() + seconds
+    while not (value := condition()) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    return value
+
+
+@pytest.mark.parametrize("algorithm", ["EdDSA", "RS256"])
+def test_another_service_verifies_tokens_from_the_jwks_alone(tmp_path, algorithm):
+    """PyJWKClient verifies tokens before and after a rotation; a retired key's fail."""
+    env = service_environment(
+        tmp_path, JWT_ALGORITHM=algorithm, JWT_ISSUER="https://auth.test", JWT_AUDIENCE="api"
+    )
+    migrated(env)
+    assert flask_cli(env, "keys", "rotate").returncode == 0
+    body = {"email": "jwks@example.com", "password": PASSWORD}
+    with gunicorn(env) as url:
+
+        def verified(token):
+            client = jwt.PyJWKClient(f"{url}/.well-known/jwks.json", cache_jwk_set=False)
+            key = client.get_signing_key_from_jwt(token)
+            return jwt.decode(
+                token, key.key, algorithms=[algorithm], audience="api", issuer="https://auth.test"
+            )
+
+        old = requests.post(f"{url}/auth/signup", json=body).json()["accessToken"]
+        assert verified(old)["email"] == "jwks@example.com"
+        old_kid = jwt.get_unverified_header(old)["kid"]
+        assert flask_cli(env, "keys", "rotate").returncode == 0
+
+        def new_token():
+            token = requests.post(f"{url}/auth/signin", json=body).json()["accessToken"]
+            return token if jwt.get_unverified_header(token)["kid"] != old_kid else None
+
+        new = wait_for(new_token)
+        assert new and verified(new) and verified(old)
+        assert flask_cli(env, "keys", "retire", old_kid).returncode == 0
+        refused = wait_for(
+            lambda: requests.get(f"{url}/users/me", headers=bearer(old)).status_code == 401
+        )
+        assert refused
+        with pytest.raises(jwt.PyJWKClientError):
+            verified(old)
+        assert requests.get(f"{url}/users/me", headers=bearer(new)).status_code == 200

@@ -1,0 +1,103 @@
+"""What operators watch: Prometheus metrics, and one JSON log line per request.
+
+Under gunicorn every worker writes its metrics to PROMETHEUS_MULTIPROC_DIR
+(gunicorn.conf.py sets it) and /metrics adds them up; without it, the
+process's own registry is served.
+"""
+
+import json
+import logging
+import os
+import sys
+import time
+from datetime import UTC, datetime
+
+from flask import g, request
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+REQUESTS = Counter(
+    "authsvc_requests",
+    "HTTP requests by endpoint, method and status.",
+    ["endpoint", "method", "status"],
+)
+LATENCY = Histogram(
+    "authsvc_request_duration_seconds",
+    "Time to answer a request, by endpoint and method.",
+    ["endpoint", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+AUTH_EVENTS = Counter(
+    "authsvc_auth_events", "Auth events by kind, as the audit trail records them.", ["event"]
+)
+
+access_log = logging.getLogger("authsvc.access")
+
+
+def count_event(event):
+    """Count one auth event."""
+    AUTH_EVENTS.labels(event).inc()
+
+
+def start_clock():
+    """Note when the request started."""
+    g.started = time.perf_counter()
+
+
+def observe(response):
+    """Count and time the request, and log it as one JSON line."""
+    elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+    endpoint = request.endpoint or "unmatched"
+    REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
+    LATENCY.labels(endpoint, request.method).observe(elapsed)
+    caller = g.get("session_row")
+    # The path only: a query string is the client's to fill, and a careless
+    # client could put a token there.
+    access_log.info(
+        json.dumps(
+            {
+                "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round(elapsed * 1000, 2),
+                "request_id": g.get("request_id"),
+                "user_id": caller.id if caller is not None else None,
+                "remote_addr": request.remote_addr,
+            }
+        )
+    )
+    return response
+
+
+def metrics_exposition():
+    """Return the metrics of every worker in the Prometheus text format."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return generate_latest(registry)
+
+
+def configure_access_log(enabled):
+    """Send the access log, bare JSON lines, to stderr (once per process)."""
+    access_log.setLevel(logging.INFO if enabled else logging.WARNING)
+    access_log.propagate = False
+    if not access_log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access_log.addHandler(handler)
+
+
+def register_telemetry(app):
+    """Time, count and log every request."""
+    configure_access_log(app.config["ACCESS_LOG"])
+    app.before_request(start_clock)
+    app.after_request(observe)

@@ -1,0 +1,211 @@
+"""EdDSA and RS256 signing keys: rotation, retirement, the JWKS; issuer and audience."""
+
+import json
+
+import jwt
+import pytest
+from conftest import PASSWORD, bearer, settings
+
+from authsvc import create_app
+from authsvc.extensions import db
+from authsvc.keys import create_key, retire_key
+
+
+@pytest.fixture(params=["EdDSA", "RS256"])
+def keyed_app(request, database_url, app):
+    """Return an app signing with key pairs of one algorithm."""
+    return create_app(settings(database_url, JWT_ALGORITHM=request.param))
+
+
+def rotate(app):
+    """Run `flask keys rotate` and return the new kid."""
+    result = app.test_cli_runner().invoke(args=["keys", "rotate"])
+    assert result.exit_code == 0, result.output
+    return result.output.split()[1]
+
+
+def signup(client, email="k@example.com"):
+    """Sign up and return the token pair."""
+    response = client.post("/auth/signup", json={"email": email, "password": PASSWORD})
+    assert response.status_code == 201, response.json
+    return response.json
+
+
+def verify_with_jwks(client, token):
+    """Verify a token the way another service would: with the published JWKS only."""
+    key_set = jwt.PyJWKSet.from_dict(client.get("/.well-known/jwks.json").json)
+    header = jwt.get_unverified_header(token)
+    key = next(k for k in key_set.keys if k.key_id == header["kid"])
+    return jwt.decode(token, key.key, algorithms=[header["alg"]])
+
+
+def test_tokens_carry_the_kid_of_a_published_key(keyed_app):
+    """Every token names its key, and the JWKS alone verifies it."""
+    kid = rotate(keyed_app)
+    client = keyed_app.test_client()
+    tokens = signup(client)
+    for token in (tokens["accessToken"], tokens["refreshToken"]):
+        assert jwt.get_unverified_header(token)["kid"] == kid
+        assert verify_with_jwks(client, token)["sub"] == str(tokens["id"])
+
+
+def test_jwks_never_shows_a_private_key(keyed_app):
+    """The JWKS holds public members only."""
+    rotate(keyed_app)
+    (key,) = keyed_app.test_client().get("/.well-known/jwks.json").json["keys"]
+    assert key["use"] == "sig" and key["kid"] and key["alg"] == keyed_app.config["JWT_ALGORITHM"]
+    assert not {"d", "p", "q", "dp", "dq", "qi"} & set(key)
+
+
+def test_first_signin_makes_a_key_if_none_was_rotated(keyed_app):
+    """Without `keys rotate`, the first request makes the first key; nothing fails."""
+    client = keyed_app.test_client()
+    tokens = signup(client)
+    assert client.get("/users/me", headers=bearer(tokens["accessToken"])).status_code == 200
+    assert len(client.get("/.well-known/jwks.json").json["keys"]) == 1
+
+
+def test_rotation_keeps_old_tokens_valid(keyed_app):
+    """After a rotation new tokens use the new key; tokens of the old one still verify."""
+    old_kid = rotate(keyed_app)
+    client = keyed_app.test_client()
+    before = signup(client)
+    new_kid = rotate(keyed_app)
+    keyed_app.extensions["authsvc-keys"].loaded_at = 0  # skip the few seconds' cache
+    after = client.post("/auth/signin", json={"email": "k@example.com", "password": PASSWORD}).json
+    assert jwt.get_unverified_header(after["accessToken"])["kid"] == new_kid != old_kid
+    assert client.get("/users/me", headers=bearer(before["accessToken"])).status_code == 200
+    assert {key["kid"] for key in client.get("/.well-known/jwks.json").json["keys"]} == {
+        old_kid,
+        new_kid,
+    }
+
+
+def test_retired_key_tokens_are_refused(keyed_app):
+    """Retiring a key refuses its tokens and drops it from the JWKS."""
+    old_kid = rotate(keyed_app)
+    client = keyed_app.test_client()
+    tokens = signup(client)
+    rotate(keyed_app)
+    result = keyed_app.test_cli_runner().invoke(args=["keys", "retire", old_kid])
+    assert result.exit_code == 0, result.output
+    keyed_app.extensions["authsvc-keys"].loaded_at = 0
+    response = client.get("/users/me", headers=bearer(tokens["accessToken"]))
+    assert response.status_code == 401 and response.json["code"] == "invalid_token"
+    assert old_kid not in {key["kid"] for key in client.get("/.well-known/jwks.json").json["keys"]}
+
+
+def test_keys_list_shows_states(keyed_app):
+    """`keys list` marks the newest key active, older ones verifying, retired ones retired."""
+    first, second, third = rotate(keyed_app), rotate(keyed_app), rotate(keyed_app)
+    keyed_app.test_cli_runner().invoke(args=["keys", "retire", first])
+    lines = keyed_app.test_cli_runner().invoke(args=["keys", "list"]).output.splitlines()
+    states = {line.split("\t")[0]: line.split("\t")[3] for line in lines}
+    assert states[third] == "active" and states[second] == "verifying"
+    assert states[first].startswith("retired")
+
+
+def test_keys_commands_refuse_hs256_and_unknown_kids(app):
+    """Under HS256 there is nothing to rotate; an unknown kid cannot be retired."""
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["keys", "rotate"]).exit_code == 1
+    assert runner.invoke(args=["keys", "retire", "nope"]).exit_code == 1
+
+
+def test_jwks_is_empty_under_hs256(client):
+    """HS256 has no public keys to publish."""
+    assert client.get("/.well-known/jwks.json").json == {"keys": []}
+
+
+def test_retry_after_rotation_gets_the_same_token(keyed_app):
+    """A refresh retried after a key rotation still gets the very same token."""
+    rotate(keyed_app)
+    client = keyed_app.test_client()
+    tokens = signup(client)
+    first = client.post("/auth/refresh", headers=bearer(tokens["refreshToken"])).json
+    rotate(keyed_app)
+    keyed_app.extensions["authsvc-keys"].loaded_at = 0
+    retry = client.post("/auth/refresh", headers=bearer(tokens["refreshToken"])).json
+    assert retry["refreshToken"] == first["refreshToken"]
+
+
+def with_header(token, header):
+    """Return a token with its header replaced (the signature no longer matches it)."""
+    encoded = jwt.utils.base64url_encode(json.dumps(header).encode()).decode()
+    return ".".join([encoded, *token.split(".")[1:]])
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"alg": "EdDSA"},
+        {"alg": "EdDSA", "kid": "unknown-kid"},
+        {"alg": "EdDSA", "kid": 7},
+        {"alg": "EdDSA", "kid": ["x"]},
+        {"alg": "RS256", "kid": "REAL"},
+        {"alg": "HS256", "kid": "REAL"},
+    ],
+)
+def test_tokens_with_bad_kids_are_refused(database_url, app, header):
+    """A missing, unknown or non-string kid, or a real kid with another alg, is 401."""
+    keyed = create_app(settings(database_url, JWT_ALGORITHM="EdDSA"))
+    real = rotate(keyed)
+    client = keyed.test_client()
+    token = signup(client)["accessToken"]
+    forged = with_header(
+        token, {**header, **({"kid": real} if header.get("kid") == "REAL" else {})}
+    )
+    response = client.get("/users/me", headers=bearer(forged))
+    assert response.status_code == 401 and response.json["code"] == "invalid_token"
+
+
+def test_private_keys_are_stored_encrypted(keyed_app):
+    """The database holds the private key encrypted, never in the clear."""
+    from authsvc.models import SigningKey
+
+    rotate(keyed_app)
+    with keyed_app.app_context():
+        row = db.session.scalars(db.select(SigningKey)).one()
+    assert "ENCRYPTED PRIVATE KEY" in row.private_pem
+
+
+def test_issuer_and_audience_are_set_and_required(database_url, app):
+    """JWT_ISSUER and JWT_AUDIENCE go on every token and are checked on the way in."""
+    overrides = {
+        "JWT_ENCODE_ISSUER": "https://auth.example.com",
+        "JWT_DECODE_ISSUER": "https://auth.example.com",
+        "JWT_ENCODE_AUDIENCE": "api",
+        "JWT_DECODE_AUDIENCE": "api",
+    }
+    client = create_app(settings(database_url, **overrides)).test_client()
+    tokens = signup(client)
+    for token in (tokens["accessToken"], tokens["refreshToken"]):
+        claims = jwt.decode(token, options={"verify_signature": False})
+        assert (claims["iss"], claims["aud"]) == ("https://auth.example.com", "api")
+    assert client.post("/auth/refresh", headers=bearer(tokens["refreshToken"])).status_code == 200
+    other = create_app(
+        settings(database_url, JWT_DECODE_ISSUER="https://elsewhere", JWT_DECODE_AUDIENCE="api")
+    )
+    assert (
+        other.test_client().get("/users/me", headers=bearer(tokens["accessToken"])).status_code
+        == 401
+    )
+
+
+def test_token_without_required_issuer_is_refused(database_url, auth):
+    """With an issuer configured, a token lacking iss is refused."""
+    tokens = auth.signup()
+    strict = create_app(settings(database_url, JWT_DECODE_ISSUER="https://auth.example.com"))
+    assert (
+        strict.test_client().get("/users/me", headers=bearer(tokens["accessToken"])).status_code
+        == 401
+    )
+
+
+def test_create_and_retire_key_functions(keyed_app):
+    """create_key and retire_key report what they did."""
+    with keyed_app.app_context():
+        kid = create_key(keyed_app.config["JWT_ALGORITHM"])
+        db.session.commit()
+        assert retire_key(kid) is True
+        assert retire_key(kid) is False
