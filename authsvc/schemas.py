@@ -92,7 +92,10 @@ class Cursor(fields.String):
 class CredentialsSchema(BaseSchema):
     """An email and a password, as signup and signin take them."""
 
-    email = Email(required=True, metadata={"example": "user@example.com"})
+    email = Email(
+        required=True,
+        metadata={"example": "user@example.com", "format": "email", "maxLength": MAX_EMAIL_LENGTH},
+    )
     password = Password(required=True, metadata={"example": "violet-kettle-orbit-42"})
 
 
