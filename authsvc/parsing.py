@@ -1,6 +1,7 @@
 """Reading request bodies: JSON only, and every bad body a clear 4xx."""
 
 import json
+from http import HTTPStatus
 
 import flask_smorest
 from webargs import core
@@ -35,3 +36,21 @@ class Blueprint(flask_smorest.Blueprint):
     """A flask-smorest Blueprint whose bodies go through JSONBodyParser."""
 
     ARGUMENTS_PARSER = JSONBodyParser()
+    BODY_ERRORS = (
+        HTTPStatus.BAD_REQUEST,
+        HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+        HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+    )
+
+    def arguments(self, schema, *, location="json", **kwargs):
+        """Read arguments; a JSON body also documents its 400, 413 and 415."""
+        read = super().arguments(schema, location=location, **kwargs)
+        if location != "json":
+            return read
+
+        def decorator(view):
+            for status in self.BODY_ERRORS:
+                view = self.alt_response(status, response=status.name)(view)
+            return read(view)
+
+        return decorator
