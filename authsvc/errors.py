@@ -103,6 +103,9 @@ class ProblemApi(Api):
     """flask-smorest's Api, answering and documenting errors as problem+json."""
 
     ERROR_SCHEMA = ProblemSchema
+    # Each operation lists the errors it answers, rather than one catch-all
+    # `default`, so that the document says which statuses to expect where.
+    DEFAULT_ERROR_RESPONSE_NAME = None
 
     def handle_http_exception(self, error):
         """Answer an HTTPException with a problem."""
@@ -116,9 +119,6 @@ class ProblemApi(Api):
                 response["schema"] = ProblemSchema
             prepare_response(response, self.spec, PROBLEM_MIMETYPE)
             self.spec.components.response(status.name, response, lazy=True)
-        response = {"description": "Default error response", "schema": ProblemSchema}
-        prepare_response(response, self.spec, PROBLEM_MIMETYPE)
-        self.spec.components.response("DEFAULT_ERROR", response, lazy=True)
 
 
 def register_errorhandlers(app):

@@ -56,6 +56,18 @@ class Password(fields.String):
         return value
 
 
+class Timestamp(fields.DateTime):
+    """A UTC time in whole seconds with a Z, documented as an OpenAPI date-time.
+
+    A DateTime with a custom format string would serialise the same but be
+    documented with `format: null`, which is not valid OpenAPI.
+    """
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        """Write a stored UTC time as 2026-11-26T12:00:00Z."""
+        return None if value is None else value.strftime(TIMESTAMP_FORMAT)
+
+
 def encode_cursor(user_id):
     """Return the cursor of the page that follows a user id."""
     return base64.urlsafe_b64encode(b"u%d" % user_id).decode().rstrip("=")
@@ -80,7 +92,10 @@ class Cursor(fields.String):
 class CredentialsSchema(BaseSchema):
     """An email and a password, as signup and signin take them."""
 
-    email = Email(required=True, metadata={"example": "user@example.com"})
+    email = Email(
+        required=True,
+        metadata={"example": "user@example.com", "format": "email", "maxLength": MAX_EMAIL_LENGTH},
+    )
     password = Password(required=True, metadata={"example": "violet-kettle-orbit-42"})
 
 
@@ -105,7 +120,7 @@ class UserSchema(BaseSchema):
     id = fields.Integer(required=True)
     email = fields.String(required=True)
     role = fields.String(required=True, validate=validate.OneOf(("user", "admin")))
-    created_at = fields.DateTime(TIMESTAMP_FORMAT, data_key="createdAt", required=True)
+    created_at = Timestamp(data_key="createdAt", required=True)
     disabled = fields.Boolean(metadata={"description": "Shown to admins only."})
 
 

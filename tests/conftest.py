@@ -79,6 +79,11 @@ def app(database_url):
     """Yield an app on a database emptied after the test."""
     app = create_app(settings(database_url))
     yield app
+    empty_database(app)
+
+
+def empty_database(app):
+    """Delete every row an app's test left, and close its connections."""
     with app.app_context():
         db.session.remove()
         for table in reversed(db.metadata.sorted_tables):

@@ -1,0 +1,593 @@
+"""Hostile input on every endpoint: the documented 4xx problem, and nothing written.
+
+Each case names a request and the status and code the contract gives it. The
+app answers a server error with a 500 response rather than raising, so a
+crash shows up as a wrong status.
+"""
+
+import base64
+import io
+import json
+import time
+from types import SimpleNamespace
+
+import jwt
+import pytest
+import sqlalchemy as sa
+from conftest import PASSWORD, TEST_SECRET, bearer, empty_database, settings
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from authsvc import create_app
+from authsvc.extensions import db
+from authsvc.models import Session, User
+
+JSON = "application/json"
+LIMIT = 16384
+EMAIL = "user@example.com"
+PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}
+OTHER_KEY = "another-signing-key-that-is-long-enough-for-hs256"
+ED25519_KEY = Ed25519PrivateKey.generate()
+DROP = object()
+
+
+# As in production: a server error is a 500 response, not an exception.
+SERVED = {"TESTING": False, "PROPAGATE_EXCEPTIONS": False}
+
+# The HS512 case signs with the service's 48-byte key, on purpose.
+pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
+
+
+@pytest.fixture(scope="module")
+def served(database_url):
+    """Return the app the cases are sent to, one per database."""
+    return create_app(settings(database_url, **SERVED))
+
+
+@pytest.fixture
+def app(served):
+    """Give each case the module's app, on a database emptied after the case."""
+    yield served
+    empty_database(served)
+
+
+@pytest.fixture
+def keys(auth, client):
+    """Sign up a user and sign in an admin; give cases their tokens and the client."""
+    return SimpleNamespace(user=auth.signup(EMAIL), admin=auth.admin(), client=client)
+
+
+def snapshot(app):
+    """Return every row of the users and sessions tables."""
+    with app.app_context():
+        return {
+            table.name: db.session.execute(sa.select(table).order_by(*table.primary_key)).all()
+            for table in (User.__table__, Session.__table__)
+        }
+
+
+# Request builders: each returns a function of `keys` giving client.open()'s arguments.
+
+
+def raw(data, content_type=JSON, **extra):
+    """Send bytes or text as the body."""
+    return lambda keys: {"data": data, "content_type": content_type, **extra}
+
+
+def document(value):
+    """Send a value serialised as JSON."""
+    return raw(json.dumps(value))
+
+
+def credentials(email=EMAIL, password=PASSWORD, **extra):
+    """Send an email and a password, and anything else given."""
+    return document({"email": email, "password": password, **extra})
+
+
+def claims_of(token):
+    """Return a token's claims without checking its signature."""
+    return jwt.decode(token, options={"verify_signature": False})
+
+
+def forged(kind="access", key=TEST_SECRET, algorithm="HS256", jwt_headers=None, **changes):
+    """Send the admin's real token of a kind with its claims changed, then signed as told.
+
+    A change may be a function of `keys`; DROP removes a claim.
+    """
+
+    def build(keys):
+        claims = claims_of(keys.admin[f"{kind}Token"])
+        for name, value in changes.items():
+            claims[name] = value(keys) if callable(value) else value
+        claims = {name: value for name, value in claims.items() if value is not DROP}
+        token = jwt.encode(claims, key, algorithm=algorithm, headers=jwt_headers)
+        return {"headers": bearer(token)}
+
+    return build
+
+
+def presented(kind="access", who="admin"):
+    """Send a real token in the Authorization header."""
+    return lambda keys: {"headers": bearer(getattr(keys, who)[f"{kind}Token"])}
+
+
+def signed_out(kind):
+    """Sign the admin's session out, then send its token of a kind."""
+
+    def build(keys):
+        keys.client.post("/auth/signout", headers=bearer(keys.admin["accessToken"]))
+        return presented(kind)(keys)
+
+    return build
+
+
+def authorization(template):
+    """Send an Authorization header; `{token}` stands for the endpoint's real token."""
+    return lambda kind: (
+        lambda keys: {
+            "headers": {"Authorization": template.format(token=keys.admin[f"{kind}Token"])}
+        }
+    )
+
+
+def now(offset):
+    """Return a claim value `offset` seconds from the moment the token is made."""
+    return lambda keys: int(time.time()) + offset
+
+
+# Bodies for signup and signin: name, request, signup's and signin's status and
+# code (None where the request is not hostile there, say a NUL-bearing password
+# that signup rightly accepts).
+INVALID = (422, "validation_error")
+BAD_JSON = (400, "invalid_json")
+TOO_LARGE = (413, "payload_too_large")
+WRONG_TYPE = (415, "unsupported_media_type")
+NO_MATCH = (401, "invalid_credentials")
+EVERYWHERE_INVALID = (INVALID, INVALID)
+CONFUSABLE = "us\u0435r@example.com"  # a Cyrillic "e"
+
+BODIES = [
+    ("email-number", credentials(email=42), *EVERYWHERE_INVALID),
+    ("email-true", credentials(email=True), *EVERYWHERE_INVALID),
+    ("email-null", credentials(email=None), *EVERYWHERE_INVALID),
+    ("email-array", credentials(email=[EMAIL]), *EVERYWHERE_INVALID),
+    ("email-object-operator", credentials(email={"$ne": None}), *EVERYWHERE_INVALID),
+    ("password-number", credentials(password=12345678), *EVERYWHERE_INVALID),
+    ("password-false", credentials(password=False), *EVERYWHERE_INVALID),
+    ("password-null", credentials(password=None), *EVERYWHERE_INVALID),
+    ("password-array", credentials(password=[PASSWORD]), *EVERYWHERE_INVALID),
+    ("password-object", credentials(password={"value": PASSWORD}), *EVERYWHERE_INVALID),
+    ("both-null", document({"email": None, "password": None}), *EVERYWHERE_INVALID),
+    ("empty-object", document({}), *EVERYWHERE_INVALID),
+    ("top-level-array", document([{"email": EMAIL, "password": PASSWORD}]), *EVERYWHERE_INVALID),
+    ("top-level-string", document("email=user@example.com"), *EVERYWHERE_INVALID),
+    ("top-level-null", raw("null"), *EVERYWHERE_INVALID),
+    ("empty-body", raw(b""), *EVERYWHERE_INVALID),
+    ("unknown-field-role", credentials(role="admin"), *EVERYWHERE_INVALID),
+    ("unknown-field-id", credentials(id=1), *EVERYWHERE_INVALID),
+    ("unknown-field-proto", credentials(__proto__={"role": "admin"}), *EVERYWHERE_INVALID),
+    (
+        "email-key-capitalised",
+        document({"Email": EMAIL, "password": PASSWORD}),
+        *EVERYWHERE_INVALID,
+    ),
+    (
+        "email-huge-under-limit",
+        credentials(email="a" * 16000 + "@example.com"),
+        *EVERYWHERE_INVALID,
+    ),
+    ("password-huge-under-limit", credentials(password="p" * 16000), *EVERYWHERE_INVALID),
+    ("body-one-byte-over-limit", raw(b" " * (LIMIT + 1)), TOO_LARGE, TOO_LARGE),
+    ("body-far-over-limit", credentials(password="p" * 100_000), TOO_LARGE, TOO_LARGE),
+    (
+        "body-chunked-over-limit",
+        lambda keys: {
+            "input_stream": io.BytesIO(b" " * (LIMIT + 1)),
+            "content_type": JSON,
+            "environ_overrides": {"wsgi.input_terminated": True},
+        },
+        TOO_LARGE,
+        TOO_LARGE,
+    ),
+    (
+        "invalid-utf8",
+        raw(b'{"email": "\xc3\x28@example.com", "password": "x"}'),
+        BAD_JSON,
+        BAD_JSON,
+    ),
+    ("latin1-body", raw('{"email": "é@example.com"}'.encode("latin-1")), BAD_JSON, BAD_JSON),
+    ("utf16-body", raw(json.dumps({"email": EMAIL}).encode("utf-16")), BAD_JSON, BAD_JSON),
+    ("nul-in-email-local", credentials(email="user\x00@example.com"), *EVERYWHERE_INVALID),
+    ("nul-after-email", credentials(email=EMAIL + "\x00"), *EVERYWHERE_INVALID),
+    ("nul-in-password", credentials(password=PASSWORD + "\x00"), None, NO_MATCH),
+    ("nul-only-password", credentials(password="\x00" * 8), None, NO_MATCH),
+    ("confusable-cyrillic-e", credentials(email=CONFUSABLE), *EVERYWHERE_INVALID),
+    ("confusable-domain", credentials(email="user@ex\u0430mple.com"), *EVERYWHERE_INVALID),
+    ("fullwidth-letters", credentials(email="\uff55ser@example.com"), *EVERYWHERE_INVALID),
+    ("zero-width-space", credentials(email="us\u200ber@example.com"), *EVERYWHERE_INVALID),
+    (
+        "email-case-and-space-twin",
+        credentials(email="  USER@Example.COM "),
+        (409, "email_taken"),
+        None,
+    ),
+    ("sql-or-true-email", credentials(email="' OR '1'='1"), *EVERYWHERE_INVALID),
+    ("sql-comment-email", credentials(email="user@example.com'--"), *EVERYWHERE_INVALID),
+    (
+        "sql-drop-email",
+        credentials(email="x@example.com'; DROP TABLE users; --"),
+        *EVERYWHERE_INVALID,
+    ),
+    ("sql-quote-valid-email", credentials(email="o'brien@example.com"), None, NO_MATCH),
+    ("sql-or-true-password", credentials(password="' OR '1'='1' --"), None, NO_MATCH),
+    ("json-in-email", credentials(email='user@example.com", "role": "admin'), *EVERYWHERE_INVALID),
+    ("json-in-password", credentials(password='x", "role": "admin", "p": "'), None, NO_MATCH),
+    ("password-129-ascii", credentials(password="p" * 129), *EVERYWHERE_INVALID),
+    ("password-129-accented", credentials(password="é" * 129), *EVERYWHERE_INVALID),
+    ("password-129-emoji", credentials(password="\U0001f600" * 129), *EVERYWHERE_INVALID),
+    ("password-7-emoji", credentials(password="\U0001f600" * 7), *EVERYWHERE_INVALID),
+    (
+        "lone-surrogate-email",
+        raw('{"email": "\\ud800@example.com", "password": "x"}'),
+        *EVERYWHERE_INVALID,
+    ),
+    (
+        "lone-surrogate-password",
+        raw('{"email": "user@example.com", "password": "violet-kettle-\\udfff"}'),
+        *EVERYWHERE_INVALID,
+    ),
+    (
+        "nested-past-recursion",
+        raw('{"email": ' + "[" * 5000 + "]" * 5000 + "}"),
+        BAD_JSON,
+        BAD_JSON,
+    ),
+    ("nested-objects-deep", raw('{"a":' * 2000 + "1" + "}" * 2000), BAD_JSON, BAD_JSON),
+    ("nested-shallow", raw('{"email": ' + "[" * 50 + "]" * 50 + "}"), *EVERYWHERE_INVALID),
+    (
+        "duplicate-email-key",
+        raw(
+            f'{{"email": "first@example.com", "email": "second@example.com", '
+            f'"password": "{PASSWORD}"}}'
+        ),
+        BAD_JSON,
+        BAD_JSON,
+    ),
+    (
+        "duplicate-password-key",
+        raw(f'{{"email": "new@example.com", "password": "x", "password": "{PASSWORD}"}}'),
+        BAD_JSON,
+        BAD_JSON,
+    ),
+    ("nan-literal", raw(f'{{"email": NaN, "password": "{PASSWORD}"}}'), BAD_JSON, BAD_JSON),
+    (
+        "infinity-literal",
+        raw('{"email": "a@example.com", "password": Infinity}'),
+        BAD_JSON,
+        BAD_JSON,
+    ),
+    ("number-overflowing-float", raw('{"email": 1e400, "password": "x"}'), *EVERYWHERE_INVALID),
+    ("two-documents", raw(json.dumps({"email": EMAIL}) * 2), BAD_JSON, BAD_JSON),
+    ("single-quotes", raw("{'email': 'user@example.com'}"), BAD_JSON, BAD_JSON),
+    ("comment", raw('{"email": "user@example.com" /* , "role": "admin" */}'), BAD_JSON, BAD_JSON),
+    ("form-encoded-as-json", raw("email=user%40example.com&password=x"), BAD_JSON, BAD_JSON),
+    (
+        "no-content-type",
+        raw(json.dumps({"email": EMAIL}), content_type=None),
+        WRONG_TYPE,
+        WRONG_TYPE,
+    ),
+    (
+        "text-plain",
+        raw(json.dumps({"email": EMAIL}), content_type="text/plain"),
+        WRONG_TYPE,
+        WRONG_TYPE,
+    ),
+    (
+        "text-json",
+        raw(json.dumps({"email": EMAIL}), content_type="text/json"),
+        WRONG_TYPE,
+        WRONG_TYPE,
+    ),
+    (
+        "form-urlencoded",
+        raw("email=user%40example.com", content_type="application/x-www-form-urlencoded"),
+        WRONG_TYPE,
+        WRONG_TYPE,
+    ),
+    (
+        "xml",
+        raw("<email>user@example.com</email>", content_type="application/xml"),
+        WRONG_TYPE,
+        WRONG_TYPE,
+    ),
+    (
+        "utf16-charset",
+        raw(json.dumps({"email": EMAIL}).encode("utf-16"), content_type=f"{JSON}; charset=utf-16"),
+        BAD_JSON,
+        BAD_JSON,
+    ),
+]
+
+# Tokens where an access token is expected: name, request, status, code.
+ACCESS_TOKENS = [
+    ("alg-none", forged(key=None, algorithm="none"), 401, "invalid_token"),
+    ("other-key", forged(key=OTHER_KEY), 401, "invalid_token"),
+    ("hs512-own-key", forged(algorithm="HS512"), 401, "invalid_token"),
+    ("eddsa-own-keypair", forged(key=ED25519_KEY, algorithm="EdDSA"), 401, "invalid_token"),
+    (
+        "kid-path-traversal",
+        forged(key=OTHER_KEY, jwt_headers={"kid": "../../dev/null"}),
+        401,
+        "invalid_token",
+    ),
+    ("refresh-token", presented("refresh"), 401, "invalid_token"),
+    ("type-swapped-to-refresh", forged(type="refresh"), 401, "invalid_token"),
+    ("type-unknown", forged(type="admin"), 401, "token_revoked"),
+    ("integer-sub", forged(sub=lambda keys: keys.admin["id"]), 401, "invalid_token"),
+    ("sub-missing", forged(sub=DROP), 401, "invalid_token"),
+    ("sub-unknown-user", forged(sub="2147483647"), 401, "token_revoked"),
+    ("sub-of-other-user", forged(sub=lambda keys: str(keys.user["id"])), 401, "token_revoked"),
+    ("sub-sql", forged(sub="1 OR 1=1"), 401, "token_revoked"),
+    ("sid-missing", forged(sid=DROP), 401, "token_revoked"),
+    ("sid-unknown", forged(sid="no-such-session"), 401, "token_revoked"),
+    (
+        "sid-of-other-user",
+        forged(sid=lambda keys: claims_of(keys.user["accessToken"])["sid"]),
+        401,
+        "token_revoked",
+    ),
+    ("sid-integer", forged(sid=1), 401, "token_revoked"),
+    ("sid-sql", forged(sid="x' OR '1'='1"), 401, "token_revoked"),
+    ("expired", forged(exp=now(-60)), 401, "token_expired"),
+    ("not-yet-valid", forged(nbf=now(3600)), 401, "invalid_token"),
+    ("issued-in-future", forged(iat=now(3600)), 401, "invalid_token"),
+    ("exp-not-a-number", forged(exp="never"), 401, "invalid_token"),
+    ("nbf-missing", forged(nbf=DROP), 401, "token_revoked"),
+    (
+        "signature-cut",
+        lambda keys: {"headers": bearer(keys.admin["accessToken"][:-4])},
+        401,
+        "invalid_token",
+    ),
+    ("signed-out-session", signed_out("access"), 401, "token_revoked"),
+]
+
+# Tokens where the refresh token is expected: name, request, status, code.
+REFRESH_TOKENS = [
+    ("access-token", presented("access"), 401, "invalid_token"),
+    ("alg-none", forged("refresh", key=None, algorithm="none"), 401, "invalid_token"),
+    ("other-key", forged("refresh", key=OTHER_KEY), 401, "invalid_token"),
+    ("type-swapped-to-access", forged("refresh", type="access"), 401, "invalid_token"),
+    ("integer-sub", forged("refresh", sub=lambda keys: keys.admin["id"]), 401, "invalid_token"),
+    (
+        "sub-of-other-user",
+        forged("refresh", sub=lambda keys: str(keys.user["id"])),
+        401,
+        "token_revoked",
+    ),
+    ("sid-missing", forged("refresh", sid=DROP), 401, "token_revoked"),
+    ("sid-unknown", forged("refresh", sid="no-such-session"), 401, "token_revoked"),
+    ("expired", forged("refresh", exp=now(-60)), 401, "token_expired"),
+    ("not-yet-valid", forged("refresh", nbf=now(3600)), 401, "invalid_token"),
+    ("signed-out-session", signed_out("refresh"), 401, "token_revoked"),
+]
+
+# Authorization headers, given the endpoint's kind of token: name, template, status, code.
+HEADERS = [
+    ("empty", "", 401, "missing_token"),
+    ("blank", "   ", 401, "missing_token"),
+    ("scheme-only", "Bearer", 401, "invalid_token"),
+    ("scheme-and-space", "Bearer ", 401, "invalid_token"),
+    ("no-scheme", "{token}", 401, "invalid_token"),
+    ("basic-scheme", "Basic dXNlcjpwYXNzd29yZA==", 401, "invalid_token"),
+    ("token-scheme", "Token {token}", 401, "invalid_token"),
+    ("two-bearer-fields", "Bearer {token}, Bearer {token}", 401, "invalid_token"),
+    ("bearer-then-garbage-bearer", "Bearer {token}, Bearer garbage", 401, "invalid_token"),
+    ("three-parts", "Bearer {token} extra", 401, "invalid_token"),
+    ("non-ascii", "Bearer t\u00f6k\u00e9n", 401, "invalid_token"),
+    ("non-latin1", "Bearer \u4ee4\u724c", 401, "invalid_token"),
+    ("very-long", "Bearer " + "A" * 12000, 401, "invalid_token"),
+    ("three-dots", "Bearer ...", 401, "invalid_token"),
+]
+
+TOKEN_ENDPOINTS = [
+    ("POST", "/auth/signout", "signout"),
+    ("GET", "/users/me", "me"),
+    ("GET", "/users", "users"),
+]
+ADMIN_ACCESS = presented("access")
+
+
+def users_query(query, token=ADMIN_ACCESS):
+    """Ask for the list of users with a query string, as the admin unless told."""
+    return lambda keys: {"query_string": query, **token(keys)}
+
+
+def cursor(raw_bytes):
+    """Return the cursor text the service would make of some bytes."""
+    return base64.urlsafe_b64encode(raw_bytes).decode().rstrip("=")
+
+
+QUERIES = [
+    ("limit-zero", "limit=0", 422),
+    ("limit-negative", "limit=-1", 422),
+    ("limit-word", "limit=ten", 422),
+    ("limit-empty", "limit=", 422),
+    ("limit-fraction", "limit=1.5", 422),
+    ("limit-exponent", "limit=1e3", 422),
+    ("limit-quoted-number", "limit=%2210%22", 422),
+    ("limit-hex", "limit=0x10", 422),
+    ("limit-nan", "limit=NaN", 422),
+    ("limit-nul", "limit=%00", 422),
+    ("limit-sql", "limit=1%20OR%201=1", 422),
+    ("cursor-punctuation", "cursor=!!!", 422),
+    ("cursor-empty", "cursor=", 422),
+    ("cursor-nul", "cursor=%00", 422),
+    ("cursor-huge", "cursor=" + "A" * 8000, 422),
+    ("cursor-negative-id", "cursor=" + cursor(b"u-1"), 422),
+    ("cursor-id-too-long", "cursor=" + cursor(b"u99999999999"), 422),
+    ("cursor-id-past-int32", "cursor=" + cursor(b"u2147483648"), 422),
+    ("cursor-sql", "cursor=" + cursor(b"u1 OR 1=1"), 422),
+    ("cursor-other-prefix", "cursor=" + cursor(b"x5"), 422),
+    ("limit-repeated-bad-first", "limit=abc&limit=5", 422),
+    ("cursor-repeated-bad-first", "cursor=!!!&cursor=" + cursor(b"u1"), 422),
+    ("limit-and-cursor-both-bad", "limit=0&cursor=%%%", 422),
+]
+
+
+def token_in_query(kind, parameter):
+    """Send a real token in the query string rather than the Authorization header."""
+    return lambda keys: {"query_string": {parameter: keys.admin[f"{kind}Token"]}}
+
+
+def token_in_cookie(kind):
+    """Send a real token in flask-jwt-extended's cookie rather than the Authorization header."""
+    return lambda keys: {"headers": {"Cookie": f"{kind}_token_cookie={keys.admin[f'{kind}Token']}"}}
+
+
+OVER_LIMIT = raw(b"x" * (LIMIT + 1), content_type="text/plain")
+
+# Everything else, already in the shape of the test's parameters.
+OTHER_CASES = [
+    pytest.param(
+        "GET",
+        "/users",
+        users_query("limit=5", presented("access", "user")),
+        403,
+        "forbidden",
+        id="users-not-admin",
+    ),
+    pytest.param(
+        "GET",
+        "/users/me",
+        token_in_query("access", "access_token"),
+        401,
+        "missing_token",
+        id="me-token-in-query",
+    ),
+    pytest.param(
+        "GET",
+        "/users",
+        token_in_query("access", "jwt"),
+        401,
+        "missing_token",
+        id="users-token-in-query",
+    ),
+    pytest.param(
+        "POST",
+        "/auth/refresh",
+        token_in_query("refresh", "refresh_token"),
+        401,
+        "missing_token",
+        id="refresh-token-in-query",
+    ),
+    pytest.param(
+        "GET", "/users/me", token_in_cookie("access"), 401, "missing_token", id="me-token-in-cookie"
+    ),
+    pytest.param(
+        "POST", "/auth/signout", OVER_LIMIT, 413, "payload_too_large", id="signout-over-limit"
+    ),
+    pytest.param(
+        "POST", "/auth/refresh", OVER_LIMIT, 413, "payload_too_large", id="refresh-over-limit"
+    ),
+    pytest.param("GET", "/users/me", OVER_LIMIT, 413, "payload_too_large", id="me-over-limit"),
+    pytest.param("GET", "/users", OVER_LIMIT, 413, "payload_too_large", id="users-over-limit"),
+    pytest.param("GET", "/healthz", OVER_LIMIT, 413, "payload_too_large", id="healthz-over-limit"),
+    pytest.param("GET", "/readyz", OVER_LIMIT, 413, "payload_too_large", id="readyz-over-limit"),
+    pytest.param(
+        "GET", "/openapi.json", OVER_LIMIT, 413, "payload_too_large", id="openapi-over-limit"
+    ),
+    pytest.param("GET", "/auth/signup", credentials(), 405, "method_not_allowed", id="signup-get"),
+    pytest.param("PUT", "/auth/signin", credentials(), 405, "method_not_allowed", id="signin-put"),
+    pytest.param(
+        "DELETE", "/auth/signout", ADMIN_ACCESS, 405, "method_not_allowed", id="signout-delete"
+    ),
+    pytest.param(
+        "GET", "/auth/refresh", presented("refresh"), 405, "method_not_allowed", id="refresh-get"
+    ),
+    pytest.param(
+        "PUT", "/users/me", credentials(role="admin"), 405, "method_not_allowed", id="me-put"
+    ),
+    pytest.param(
+        "POST", "/users", credentials(role="admin"), 405, "method_not_allowed", id="users-post"
+    ),
+    pytest.param("POST", "/healthz", raw(b"{}"), 405, "method_not_allowed", id="healthz-post"),
+    pytest.param("DELETE", "/readyz", raw(b""), 405, "method_not_allowed", id="readyz-delete"),
+    pytest.param("POST", "/openapi.json", raw(b"{}"), 405, "method_not_allowed", id="openapi-post"),
+    pytest.param(
+        "POST", "/auth/signup/", credentials(), 404, "not_found", id="signup-trailing-slash"
+    ),
+    pytest.param("POST", "/auth/SIGNIN", credentials(), 404, "not_found", id="signin-upper-case"),
+    pytest.param("GET", "/users/me%00", ADMIN_ACCESS, 404, "not_found", id="me-nul-in-path"),
+    pytest.param(
+        "GET",
+        "/users/me/..%2f..%2fetc%2fpasswd",
+        ADMIN_ACCESS,
+        404,
+        "not_found",
+        id="me-path-traversal",
+    ),
+    pytest.param("GET", "/.env", raw(b""), 404, "not_found", id="dotenv"),
+]
+
+
+def cases():
+    """Yield every hostile case as (method, path, request, status, code)."""
+    for name, request, signup, signin in BODIES:
+        for path, expected in (("/auth/signup", signup), ("/auth/signin", signin)):
+            if expected is not None:
+                yield pytest.param("POST", path, request, *expected, id=f"{path[6:]}-{name}")
+    for method, path, label in TOKEN_ENDPOINTS:
+        for name, request, status, code in ACCESS_TOKENS:
+            yield pytest.param(method, path, request, status, code, id=f"{label}-{name}")
+        for name, template, status, code in HEADERS:
+            request = authorization(template)("access")
+            yield pytest.param(method, path, request, status, code, id=f"{label}-header-{name}")
+    for name, request, status, code in REFRESH_TOKENS:
+        yield pytest.param("POST", "/auth/refresh", request, status, code, id=f"refresh-{name}")
+    for name, template, status, code in HEADERS:
+        request = authorization(template)("refresh")
+        yield pytest.param(
+            "POST", "/auth/refresh", request, status, code, id=f"refresh-header-{name}"
+        )
+    for name, query, status in QUERIES:
+        yield pytest.param(
+            "GET", "/users", users_query(query), status, "validation_error", id=f"users-{name}"
+        )
+    yield from OTHER_CASES
+
+
+CASES = list(cases())
+
+
+@pytest.mark.parametrize(("method", "path", "request_for", "status", "code"), CASES)
+def test_hostile_request_is_refused_cleanly(
+    app, client, keys, method, path, request_for, status, code
+):
+    """A hostile request gets the documented 4xx problem, and changes no row."""
+    arguments = request_for(keys)
+    before = snapshot(app)
+    response = client.open(path, method=method, **arguments)
+    assert (response.status_code, response.content_type) == (status, "application/problem+json")
+    assert set(response.json) >= PROBLEM_KEYS
+    assert (response.json["status"], response.json["code"]) == (status, code)
+    assert status != 401 or response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert status != 405 or response.headers["Allow"]
+    assert snapshot(app) == before
+
+
+def test_corpus_has_at_least_100_cases():
+    """The corpus stays large enough to be worth its name."""
+    assert len(CASES) >= 100
+
+
+def test_a_server_error_would_show_as_a_500_problem(database_url):
+    """An app made as the cases' app answers a crash with a 500, so no case can hide one."""
+
+    def crash():
+        raise RuntimeError("boom")
+
+    app = create_app(settings(database_url, **SERVED))
+    app.add_url_rule("/crash", view_func=crash)
+    response = app.test_client().get("/crash")
+    assert (response.status_code, response.content_type) == (500, "application/problem+json")
