@@ -85,7 +85,7 @@ def create_key(algorithm):
         private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         public_jwk = RSAAlgorithm.to_jwk(private_key.public_key(), as_dict=True)
         public_jwk.pop("key_ops", None)
-    kid = secrets.token_urlsafe(12)
+    kid = secrets.token_hex(8)  # shell-safe: never starts with "-"
     public_jwk.update(kid=kid, alg=algorithm, use="sig")
     pem = private_key.private_bytes(
         serialization.Encoding.PEM,

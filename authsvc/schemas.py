@@ -185,9 +185,9 @@ class SessionSchema(BaseSchema):
     """One open session of the caller: a signed-in device."""
 
     id = fields.String(required=True)
-    created_at = fields.DateTime(TIMESTAMP_FORMAT, data_key="createdAt", required=True)
-    last_used_at = fields.DateTime(TIMESTAMP_FORMAT, data_key="lastUsedAt", required=True)
-    expires_at = fields.DateTime(TIMESTAMP_FORMAT, data_key="expiresAt", required=True)
+    created_at = Timestamp(data_key="createdAt", required=True)
+    last_used_at = Timestamp(data_key="lastUsedAt", required=True)
+    expires_at = Timestamp(data_key="expiresAt", required=True)
     ip = fields.String(required=True, allow_none=True)
     user_agent = fields.String(data_key="userAgent", required=True, allow_none=True)
     current = fields.Boolean(required=True)

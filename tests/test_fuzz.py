@@ -89,6 +89,6 @@ def test_every_operation_lists_its_statuses():
         f"{method.upper()} {path}"
         for path, item in schema.raw_schema["paths"].items()
         for method, operation in item.items()
-        if "default" in operation["responses"]
+        if method != "parameters" and "default" in operation["responses"]
     ]
     assert catch_alls == []

@@ -394,6 +394,14 @@ TOKEN_ENDPOINTS = [
     ("POST", "/auth/signout", "signout"),
     ("GET", "/users/me", "me"),
     ("GET", "/users", "users"),
+    ("GET", "/auth/sessions", "sessions"),
+    ("DELETE", "/auth/sessions", "end-sessions"),
+    ("DELETE", "/auth/sessions/AAAAAAAAAAAAAAAAAAAAAA", "end-session"),
+    ("POST", "/users/me/password", "password"),
+    ("DELETE", "/users/me", "delete-me"),
+    ("GET", "/users/1", "user"),
+    ("PATCH", "/users/1", "patch-user"),
+    ("DELETE", "/users/1", "delete-user"),
 ]
 ADMIN_ACCESS = presented("access")
 
@@ -531,6 +539,199 @@ OTHER_CASES = [
 ]
 
 
+def password_change(**body):
+    """Send a password change body with the admin's access token."""
+    return lambda keys: {
+        "data": json.dumps(body),
+        "content_type": JSON,
+        "headers": bearer(keys.admin["accessToken"]),
+    }
+
+
+def as_admin(request):
+    """Add the admin's access token to a request."""
+    return lambda keys: {**request(keys), "headers": bearer(keys.admin["accessToken"])}
+
+
+def target_user(method, request, status, code, name):
+    """A case against /users/<the plain user's id> as the admin."""
+
+    def build(keys):
+        return {"path": f"/users/{keys.user['id']}", **as_admin(request)(keys)}
+
+    return pytest.param(method, None, build, status, code, id=name)
+
+
+WEAK = (422, "weak_password")
+NEW = "marble-lantern-quiet-77"
+
+# The endpoints that came with accounts and sessions: bodies, paths, weak passwords.
+ACCOUNT_CASES = [
+    pytest.param(
+        "POST", "/auth/signup", credentials(password="password1234"), *WEAK, id="signup-weak-common"
+    ),
+    pytest.param(
+        "POST",
+        "/auth/signup",
+        credentials(password="qwertyuiop"),
+        *WEAK,
+        id="signup-weak-keyboard-walk",
+    ),
+    pytest.param(
+        "POST",
+        "/auth/signup",
+        credentials(password="zzzzzzzzzzzz"),
+        *WEAK,
+        id="signup-weak-repeated",
+    ),
+    pytest.param(
+        "POST",
+        "/auth/signup",
+        credentials(password="user@example.com"),
+        *WEAK,
+        id="signup-weak-own-email",
+    ),
+    pytest.param(
+        "POST",
+        "/users/me/password",
+        password_change(currentPassword=PASSWORD, newPassword="password1234"),
+        *WEAK,
+        id="password-weak-new",
+    ),
+    pytest.param(
+        "POST",
+        "/users/me/password",
+        password_change(currentPassword="not-it-at-all-9", newPassword=NEW),
+        403,
+        "invalid_password",
+        id="password-wrong-current",
+    ),
+    pytest.param(
+        "POST",
+        "/users/me/password",
+        password_change(newPassword=NEW),
+        *INVALID,
+        id="password-missing-current",
+    ),
+    pytest.param(
+        "POST",
+        "/users/me/password",
+        password_change(currentPassword=PASSWORD, newPassword=NEW, role="admin"),
+        *INVALID,
+        id="password-unknown-field",
+    ),
+    pytest.param(
+        "POST",
+        "/users/me/password",
+        password_change(currentPassword=None, newPassword=[NEW]),
+        *INVALID,
+        id="password-wrong-types",
+    ),
+    pytest.param(
+        "POST",
+        "/users/me/password",
+        password_change(currentPassword=PASSWORD, newPassword="n" * 129),
+        *INVALID,
+        id="password-new-too-long",
+    ),
+    pytest.param(
+        "POST",
+        "/users/me/password",
+        password_change(currentPassword=PASSWORD, newPassword="\ud800" * 9),
+        *INVALID,
+        id="password-new-lone-surrogate",
+    ),
+    pytest.param(
+        "POST", "/users/me/password", as_admin(raw("{")), *BAD_JSON, id="password-bad-json"
+    ),
+    pytest.param(
+        "POST",
+        "/users/me/password",
+        as_admin(raw("{}", content_type="text/plain")),
+        *WRONG_TYPE,
+        id="password-not-json",
+    ),
+    pytest.param(
+        "POST",
+        "/users/me/password",
+        as_admin(raw(b" " * (LIMIT + 1))),
+        *TOO_LARGE,
+        id="password-too-large",
+    ),
+    target_user("PATCH", document({}), *INVALID, "patch-empty"),
+    target_user("PATCH", document({"role": "root"}), *INVALID, "patch-unknown-role"),
+    target_user("PATCH", document({"role": ["admin"]}), *INVALID, "patch-role-array"),
+    target_user("PATCH", document({"disabled": "true"}), *INVALID, "patch-disabled-string"),
+    target_user("PATCH", document({"disabled": 1}), *INVALID, "patch-disabled-number"),
+    target_user("PATCH", document({"disabled": None}), *INVALID, "patch-disabled-null"),
+    target_user("PATCH", document({"email": "x@example.com"}), *INVALID, "patch-email"),
+    target_user("PATCH", document({"password_hash": "x"}), *INVALID, "patch-hash"),
+    target_user("PATCH", document([{"role": "admin"}]), *INVALID, "patch-array-body"),
+    target_user("PATCH", raw("{'role': 'admin'}"), *BAD_JSON, "patch-bad-json"),
+    target_user(
+        "PATCH", raw('{"role": "admin"}', content_type="text/plain"), *WRONG_TYPE, "patch-not-json"
+    ),
+    pytest.param(
+        "GET", "/users/99999999999999999999", ADMIN_ACCESS, 404, "not_found", id="user-huge-id"
+    ),
+    pytest.param("GET", "/users/0", ADMIN_ACCESS, 404, "not_found", id="user-zero-id"),
+    pytest.param("GET", "/users/-1", ADMIN_ACCESS, 404, "not_found", id="user-negative-id"),
+    pytest.param("GET", "/users/1%20OR%201=1", ADMIN_ACCESS, 404, "not_found", id="user-sql-id"),
+    pytest.param(
+        "PATCH",
+        "/users/99999999999999999999",
+        as_admin(document({"role": "user"})),
+        404,
+        "not_found",
+        id="patch-huge-id",
+    ),
+    pytest.param(
+        "DELETE", "/users/2147483648", ADMIN_ACCESS, 404, "not_found", id="delete-id-past-int32"
+    ),
+    pytest.param(
+        "GET",
+        None,
+        lambda keys: {"path": f"/users/{keys.admin['id']}", **presented("access", "user")(keys)},
+        404,
+        "not_found",
+        id="user-someone-else",
+    ),
+    pytest.param(
+        "PATCH",
+        None,
+        lambda keys: {
+            "path": f"/users/{keys.admin['id']}",
+            **as_admin(document({"role": "user"}))(keys),
+        },
+        409,
+        "last_admin",
+        id="patch-last-admin",
+    ),
+    pytest.param("DELETE", "/users/me", ADMIN_ACCESS, 409, "last_admin", id="delete-me-last-admin"),
+    pytest.param(
+        "DELETE", "/auth/sessions/%00", ADMIN_ACCESS, 404, "not_found", id="end-session-nul"
+    ),
+    pytest.param(
+        "DELETE", "/auth/sessions/' OR '1'='1", ADMIN_ACCESS, 404, "not_found", id="end-session-sql"
+    ),
+    pytest.param(
+        "DELETE",
+        "/auth/sessions/" + "A" * 300,
+        ADMIN_ACCESS,
+        404,
+        "not_found",
+        id="end-session-long",
+    ),
+    pytest.param(
+        "PUT", "/auth/sessions", ADMIN_ACCESS, 405, "method_not_allowed", id="sessions-put"
+    ),
+    pytest.param(
+        "POST", "/.well-known/jwks.json", raw(b""), 405, "method_not_allowed", id="jwks-post"
+    ),
+    pytest.param("DELETE", "/metrics", raw(b""), 405, "method_not_allowed", id="metrics-delete"),
+]
+
+
 def cases():
     """Yield every hostile case as (method, path, request, status, code)."""
     for name, request, signup, signin in BODIES:
@@ -555,6 +756,7 @@ def cases():
             "GET", "/users", users_query(query), status, "validation_error", id=f"users-{name}"
         )
     yield from OTHER_CASES
+    yield from ACCOUNT_CASES
 
 
 CASES = list(cases())
@@ -566,6 +768,7 @@ def test_hostile_request_is_refused_cleanly(
 ):
     """A hostile request gets the documented 4xx problem, and changes no row."""
     arguments = request_for(keys)
+    path = arguments.pop("path", path)
     before = snapshot(app)
     response = client.open(path, method=method, **arguments)
     assert (response.status_code, response.content_type) == (status, "application/problem+json")

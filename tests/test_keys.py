@@ -98,7 +98,7 @@ def test_retired_key_tokens_are_refused(keyed_app):
 def test_keys_list_shows_states(keyed_app):
     """`keys list` marks the newest key active, older ones verifying, retired ones retired."""
     first, second, third = rotate(keyed_app), rotate(keyed_app), rotate(keyed_app)
-    keyed_app.test_cli_runner().invoke(args=["keys", "retire", first])
+    assert keyed_app.test_cli_runner().invoke(args=["keys", "retire", first]).exit_code == 0
     lines = keyed_app.test_cli_runner().invoke(args=["keys", "list"]).output.splitlines()
     states = {line.split("\t")[0]: line.split("\t")[3] for line in lines}
     assert states[third] == "active" and states[second] == "verifying"
