@@ -19,6 +19,18 @@ def assign_request_id():
     g.request_id = offered if REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
 
 
+def normalise_bearer_scheme():
+    """Accept `bearer`, `BEARER`...: auth schemes are case-insensitive (RFC 9110).
+
+    flask-jwt-extended looks for `Bearer` exactly; the header is rewritten
+    before it reads it.
+    """
+    header = request.environ.get("HTTP_AUTHORIZATION", "")
+    scheme, space, rest = header.partition(" ")
+    if space and scheme != "Bearer" and scheme.lower() == "bearer":
+        request.environ["HTTP_AUTHORIZATION"] = f"Bearer {rest}"
+
+
 def limit_body_size():
     """Refuse a body over the limit, chunked ones included.
 
@@ -80,6 +92,7 @@ def register_hooks(app):
     """Install the per-request hooks, proxy trust and CORS."""
     app.before_request(assign_request_id)
     app.before_request(limit_body_size)
+    app.before_request(normalise_bearer_scheme)
     app.before_request(ensure_signing_key)
     app.after_request(echo_request_id)
     app.after_request(add_security_headers)

@@ -131,13 +131,23 @@ class MeSchema(UserSchema):
     exp = fields.Integer(required=True)
 
 
+class PageSize(fields.Integer):
+    """A positive integer in plain ASCII digits (not "+5", "1_000" or other scripts)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        """Refuse anything but digits, then read them as an integer."""
+        if not (isinstance(value, str) and value.isascii() and value.isdigit()):
+            raise ma.ValidationError("Must be a positive integer.")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class UserListQuerySchema(ma.Schema):
     """Keyset paging through users; unknown parameters are ignored."""
 
     class Meta:
         unknown = ma.EXCLUDE
 
-    limit = fields.Integer(
+    limit = PageSize(
         load_default=None,
         validate=validate.Range(min=1),
         metadata={"description": "Page size: default 50, larger values count as 200."},

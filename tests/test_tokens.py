@@ -318,6 +318,16 @@ def test_garbage_authorization_header_is_401(client, header):
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "bEaReR"])
+def test_bearer_scheme_is_case_insensitive(auth, client, scheme):
+    """RFC 9110: the auth scheme is case-insensitive."""
+    tokens = auth.signup()
+    response = client.get(
+        "/users/me", headers={"Authorization": f"{scheme} {tokens['accessToken']}"}
+    )
+    assert response.status_code == 200
+
+
 def test_token_signed_with_another_key_is_refused(auth, client):
     """A token with the right claims but another key's signature is refused."""
     tokens = auth.signup()
