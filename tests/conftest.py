@@ -34,7 +34,7 @@ def settings(database_url, **extra):
     }
 
 
-def _postgres_database():
+def postgres_database():
     """Create a throwaway PostgreSQL database; yield its URL; drop it."""
     if POSTGRES_URL is None:
         pytest.skip("no PostgreSQL: set TEST_POSTGRES_URL (CI=true uses 127.0.0.1:5432)")
@@ -64,7 +64,7 @@ def database_url(request, tmp_path_factory):
         url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'authsvc.db'}"
         databases = iter([url])
     else:
-        databases = _postgres_database()
+        databases = postgres_database()
     url = next(databases)
     app = create_app(settings(url))
     with app.app_context():

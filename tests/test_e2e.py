@@ -1,101 +1,20 @@
 """The real service: `flask db upgrade`, then `gunicorn wsgi:app` over real HTTP."""
 
-import contextlib
 import http.client
-import os
 import secrets
-import socket
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import jwt
 import pytest
 import requests
+from live import ROOT, flask_cli, free_port, gunicorn, migrated, service_environment
 
-ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "violet-kettle-orbit-42"
 
 pytestmark = pytest.mark.e2e
-
-
-def free_port():
-    """Return a loopback port nobody listens on."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def service_environment(tmp_path, **extra):
-    """Return the environment of a production-like authsvc on a SQLite file."""
-    return {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(tmp_path),
-        "AUTHSVC_ENV": "production",
-        "JWT_SECRET_KEY": secrets.token_urlsafe(48),
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'authsvc.db'}",
-        "BCRYPT_ROUNDS": "4",
-        **extra,
-    }
-
-
-def flask_cli(env, *args, stdin=None):
-    """Run `flask --app authsvc ...` and return the finished process."""
-    return subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "authsvc", *args],
-        cwd=ROOT,
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-@contextlib.contextmanager
-def gunicorn(env, workers=2):
-    """Run `gunicorn wsgi:app` on a free loopback port; yield its URL; stop it."""
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "wsgi:app",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(workers),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    process.kill()
-                    pytest.fail(f"gunicorn did not start: {process.stdout.read().decode()}")
-                time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def migrated(env):
-    """Apply the migrations to the database an environment names."""
-    result = flask_cli(env, "db", "upgrade")
-    assert result.returncode == 0, result.stderr
 
 
 @pytest.fixture(scope="module")
