@@ -86,8 +86,14 @@ class Run:
             self.workdir,
         )
 
+    def wait_idle(self):
+        """Wait until neither server is still working on an earlier scenario's requests."""
+        for server in (self.service, self.bare):
+            servers.wait_idle(server.pid)
+
     def measure(self, server, scenario):
         """Drive a scenario for the whole duration; add what it cost the workers in CPU."""
+        self.wait_idle()
         before = servers.workers_cpu_seconds(server.pid)
         result = self.drive(server, scenario, self.options.duration)
         after = servers.workers_cpu_seconds(server.pid)
@@ -108,6 +114,7 @@ class Run:
 def measure(run, scenario):
     """Warm a scenario up if it asks for it, then measure it."""
     server = getattr(run, scenario.server)
+    run.wait_idle()
     spec = scenario.build(run)
     if scenario.warm_up and run.options.warmup:
         run.drive(server, spec, run.options.warmup)
@@ -183,9 +190,11 @@ def main():
         profiled = None
         if options.profile:
             report.progress(f"profiling GET /users/me with py-spy for {options.profile} s")
+            spec = scenarios.me(run)
+            run.wait_idle()
             profiled = profile.record(
                 run.service.pid,
-                lambda seconds: run.drive(run.service, scenarios.me(run), seconds),
+                lambda seconds: run.drive(run.service, spec, seconds),
                 options.profile,
                 RESULTS / f"{stamp}-profile.txt",
             )

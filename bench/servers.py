@@ -19,6 +19,7 @@ BENCH = Path(__file__).resolve().parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 START_TIMEOUT = 60
 STOP_TIMEOUT = 40
+IDLE_TIMEOUT = 60
 
 # The settings of gunicorn.conf.py that shape how requests are served, as flags.
 SERVING_FLAGS = {
@@ -162,3 +163,19 @@ def workers_peak_memory(master_pid):
     """Return {worker pid: VmHWM in KiB} for a gunicorn master's live workers."""
     peaks = {pid: peak_memory_kib(pid) for pid in worker_pids(master_pid)}
     return {pid: peak for pid, peak in peaks.items() if peak is not None}
+
+
+def wait_idle(master_pid, interval=0.25):
+    """Wait until a gunicorn's workers stop using CPU: the requests in flight are done.
+
+    A load generator that stops leaves requests behind in the workers (a
+    queued signin takes a second or more); they must not run into the next
+    measurement. At most one clock tick per interval counts as idle.
+    """
+    deadline = time.monotonic() + IDLE_TIMEOUT
+    used = sum(workers_cpu_seconds(master_pid).values())
+    while time.monotonic() < deadline:
+        time.sleep(interval)
+        before, used = used, sum(workers_cpu_seconds(master_pid).values())
+        if used - before <= 1 / CLOCK_TICKS:
+            return
