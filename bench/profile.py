@@ -47,7 +47,6 @@ def record(master_pid, drive, seconds, output):
         "record",
         f"--pid={master_pid}",
         "--subprocesses",
-        "--nonblocking",
         "--format=raw",
         "--rate=250",
         f"--duration={seconds + 2}",
@@ -94,6 +93,8 @@ def summarize(lines):
     requests = 0
     for line in lines:
         stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue  # a stack py-spy read while it changed, cut by a newline
         frames = stack.split(";")
         if any(matches(REQUEST, frame) for frame in frames):
             requests += int(count)
