@@ -216,4 +216,8 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        report.progress("interrupted; every server it started is stopped")
+        sys.exit(130)
