@@ -97,7 +97,7 @@ class Run:
         before = servers.workers_cpu_seconds(server.pid)
         result = self.drive(server, scenario, self.options.duration)
         after = servers.workers_cpu_seconds(server.pid)
-        used = sum(after[pid] - before[pid] for pid in after.keys() & before.keys())
+        used = after - before
         requests, seconds = result["requests"], result["seconds"]
         return {
             **result,

@@ -152,10 +152,11 @@ def print_report(results, path):
         f"{options['duration']} s per scenario (at most {options['max_requests']:,} requests)\n"
     )
     print_table(scenarios)
-    bare, again = scenarios["bare"], scenarios["bare_again"]
+    bare, again, ratio = scenarios["bare"], scenarios["bare_again"], results["cpu_ratio"]
     print(
         f"\nbare Flask before and after /users/me: {bare['rps']:.0f} and {again['rps']:.0f} req/s "
-        f"(the machine's noise); CPU per request: /users/me {results['cpu_ratio']:.2f}x bare"
+        "(the machine's noise); CPU per request: "
+        + (f"/users/me {ratio:.2f}x bare" if ratio else "n/a")
     )
     repeated = scenarios["refresh"]["repeated_tokens"]
     print(f"refresh: {repeated} answers repeated an earlier refresh token (0: all real rotations)")

@@ -140,13 +140,18 @@ def worker_pids(master_pid):
 
 
 def workers_cpu_seconds(master_pid):
-    """Return {worker pid: CPU seconds it has used, user plus system}."""
-    used = {}
+    """Return the CPU seconds (user plus system) a gunicorn's workers have used so far.
+
+    Workers that max_requests recycled count too: once the master has reaped
+    them, their time is in its cutime and cstime.
+    """
+    master = stat_fields(f"/proc/{master_pid}/stat") or [0] * 15
+    ticks = int(master[13]) + int(master[14])
     for pid in worker_pids(master_pid):
         fields = stat_fields(f"/proc/{pid}/stat")
         if fields:
-            used[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-    return used
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / CLOCK_TICKS
 
 
 def peak_memory_kib(pid):
@@ -173,9 +178,9 @@ def wait_idle(master_pid, interval=0.25):
     measurement. At most one clock tick per interval counts as idle.
     """
     deadline = time.monotonic() + IDLE_TIMEOUT
-    used = sum(workers_cpu_seconds(master_pid).values())
+    used = workers_cpu_seconds(master_pid)
     while time.monotonic() < deadline:
         time.sleep(interval)
-        before, used = used, sum(workers_cpu_seconds(master_pid).values())
+        before, used = used, workers_cpu_seconds(master_pid)
         if used - before <= 1 / CLOCK_TICKS:
             return
