@@ -111,8 +111,8 @@ class Run:
             self.peaks[pid] = max(kib, self.peaks.get(pid, 0))
 
 
-def measure(run, scenario):
-    """Warm a scenario up if it asks for it, then measure it."""
+def run_scenario(run, scenario):
+    """Build a scenario, warm it up if it asks for it, then measure it."""
     server = getattr(run, scenario.server)
     run.wait_idle()
     spec = scenario.build(run)
@@ -180,7 +180,7 @@ def main():
         seed_seconds = database.seed(database_url, options.users, run.password_hash)
         report.progress(f"seeded {options.users:,} users and an admin in {seed_seconds:.1f} s")
         start_servers(stack, run, env, gunicorn_settings, RESULTS / stamp)
-        results = {scenario.key: measure(run, scenario) for scenario in scenarios.SCENARIOS}
+        results = {scenario.key: run_scenario(run, scenario) for scenario in scenarios.SCENARIOS}
         run.note_memory()
         memory = {
             "authsvc_workers_kib": servers.workers_peak_memory(run.service.pid),

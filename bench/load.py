@@ -19,6 +19,7 @@ import threading
 import time
 import urllib.parse
 from collections import Counter, deque
+from dataclasses import dataclass, field
 from pathlib import Path
 
 LUA_SCRIPT = Path(__file__).with_name("load.lua")
@@ -120,14 +121,15 @@ def run_wrk(url, scenario, seconds, connections, max_requests, workdir):
     )
 
 
+@dataclass
 class ClientRecord:
     """What one Python client thread saw."""
 
-    def __init__(self):
-        self.latencies = []
-        self.errors = Counter()
-        self.repeats = 0
-        self.first = self.last = None
+    latencies: list = field(default_factory=list)
+    errors: Counter = field(default_factory=Counter)
+    repeats: int = 0
+    first: float = None
+    last: float = None
 
 
 def _client(number, address, scenario, deadline, tickets, max_requests, record, chain):
