@@ -177,7 +177,8 @@ def print_report(results, path):
     for goal in results["targets"]:
         verdict = "met" if goal["met"] else "NOT MET"
         note = f" ({goal['note']})" if goal["note"] else ""
-        value = f"{goal['value']:.2f} {goal['unit']}".rstrip()
+        # Three decimals for the ratios, so that 0.895 does not print as a met 0.90.
+        value = f"{goal['value']:.2f} {goal['unit']}" if goal["unit"] else f"{goal['value']:.3f}"
         print(f"{goal['name']:<38}{value:>12}  {goal['goal']:<10}{verdict}{note}")
     if results.get("profile"):
         print_profile(results["profile"])
