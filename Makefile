@@ -28,6 +28,10 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Loads the real service under gunicorn; see bench/README.md for the knobs.
+bench: install
+	$(BIN)/python -m bench
+
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .

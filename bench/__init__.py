@@ -1,0 +1,1 @@
+"""The authsvc benchmark: `make bench`, described in bench/README.md."""
