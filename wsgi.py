@@ -2,4 +2,4 @@
 
 from authsvc import create_app
 
-app = create_app()
+app = create_app(with_cli=False)

@@ -9,14 +9,18 @@ from flask import Flask
 import config
 from authsvc.commands import register_commands
 from authsvc.errors import ProblemApi, register_errorhandlers
-from authsvc.extensions import db, jwt, migrate
+from authsvc.extensions import db, jwt
 from authsvc.hooks import register_hooks
 from authsvc.limits import register_rate_limits
 from authsvc.telemetry import register_telemetry
 
 
-def create_app(overrides=None):
-    """Create an authsvc app from the environment, then `overrides`."""
+def create_app(overrides=None, with_cli=True):
+    """Create an authsvc app from the environment, then `overrides`.
+
+    The app gunicorn serves (wsgi.py) is made without its CLI: the `flask`
+    commands, and Alembic behind `flask db`, stay out of the workers' memory.
+    """
     app = Flask(__name__, instance_relative_config=True, static_folder=None)
     app.config.update(config.FIXED)
     app.config.update(config.from_environment())
@@ -29,7 +33,8 @@ def create_app(overrides=None):
     register_errorhandlers(app)
     register_telemetry(app)
     register_hooks(app)
-    register_commands(app)
+    if with_cli:
+        register_commands(app)
     return app
 
 
@@ -64,7 +69,6 @@ def _tune_sqlite(dbapi_connection, connection_record):
 def register_extensions(app):
     """Bind the extensions to the app."""
     db.init_app(app)
-    migrate.init_app(app, db)
     jwt.init_app(app)
     register_rate_limits(app)
 

@@ -204,7 +204,10 @@ def audit_tail(email, lines):
 
 
 def register_commands(app):
-    """Add the CLI groups to `flask --app authsvc`."""
+    """Add the CLI groups, and Flask-Migrate's `db`, to `flask --app authsvc`."""
+    from flask_migrate import Migrate
+
+    Migrate(app, db, render_as_batch=True)
     app.cli.add_command(users_cli)
     app.cli.add_command(sessions_cli)
     app.cli.add_command(keys_cli)

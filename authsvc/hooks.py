@@ -43,13 +43,13 @@ def limit_body_size():
         if request.content_length > limit:
             abort(413)
         return
-    stream = request.environ.get("wsgi.input")
-    if stream is not None and request.environ.get("wsgi.input_terminated"):
-        body = stream.read(limit + 1)
+    environ = request.environ
+    if environ.get("wsgi.input_terminated"):
+        body = environ["wsgi.input"].read(limit + 1)
         if len(body) > limit:
             abort(413)
-        request.environ["wsgi.input"] = io.BytesIO(body)
-        request.environ["CONTENT_LENGTH"] = str(len(body))
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
 
 
 def echo_request_id(response):
@@ -79,7 +79,7 @@ DOCS_POLICY = (
 
 def add_security_headers(response):
     """Send the headers a JSON API should send, on every response."""
-    response.headers.update(SECURITY_HEADERS)
+    response.headers.extend(SECURITY_HEADERS)
     if request.endpoint == "api-docs.openapi_swagger_ui":
         cdn = current_app.config["OPENAPI_SWAGGER_UI_URL"].split("/npm/")[0]
         response.headers["Content-Security-Policy"] = DOCS_POLICY.format(cdn=cdn)

@@ -6,7 +6,6 @@ import hashlib
 
 import bcrypt
 from flask import current_app
-from zxcvbn import zxcvbn
 
 from authsvc.errors import Problem
 
@@ -56,6 +55,10 @@ def hash_cost(password_hash):
 
 def refuse_weak_password(password, email, field="password"):
     """Refuse with 422 weak_password a password zxcvbn rates too guessable."""
+    # zxcvbn's word lists take some 12 MiB: a worker loads them at its first
+    # signup or password change, not at start.
+    from zxcvbn import zxcvbn
+
     result = zxcvbn(
         password[:RATED_PREFIX],
         user_inputs=[email, email.partition("@")[0]],

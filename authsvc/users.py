@@ -2,7 +2,7 @@
 
 import sqlalchemy as sa
 from flask import current_app, url_for
-from flask_jwt_extended import current_user, get_jwt
+from flask_jwt_extended import current_user, get_current_user, get_jwt
 
 from authsvc import accounts, audit
 from authsvc.errors import Problem
@@ -44,7 +44,7 @@ def user_document(user, for_admin):
 
 def caller_is_admin():
     """Tell whether the caller is an admin now (not when the token was issued)."""
-    return current_user.role == "admin"
+    return get_current_user().role == "admin"
 
 
 def require_admin():
@@ -67,8 +67,8 @@ def user_or_404(user_id):
 @token_required()
 def me():
     """Return the caller and the iat and exp of the token presented."""
-    claims = get_jwt()
-    document = user_document(current_user, caller_is_admin())
+    caller, claims = get_current_user(), get_jwt()
+    document = user_document(caller, caller.role == "admin")
     return {**document, "iat": claims["iat"], "exp": claims["exp"]}
 
 
