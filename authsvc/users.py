@@ -119,8 +119,12 @@ def list_users(limit=None, cursor=None):
     require_admin()
     config = current_app.config
     limit = min(limit or config["USERS_PAGE_DEFAULT"], config["USERS_PAGE_MAX"])
-    page = db.session.scalars(
-        sa.select(User).where(User.id > (cursor or 0)).order_by(User.id).limit(limit + 1)
+    # Plain rows rather than ORM objects: a page is read, never changed.
+    page = db.session.execute(
+        sa.select(User.id, User.email, User.role, User.disabled, User.created_at)
+        .where(User.id > (cursor or 0))
+        .order_by(User.id)
+        .limit(limit + 1)
     ).all()
     headers = {}
     if len(page) > limit:

@@ -72,6 +72,7 @@ class Run:
     bare: servers.Server = None
     checkpw_seconds: float = None
     peaks: dict = field(default_factory=dict)
+    shares: dict = field(default_factory=dict)
 
     def drive(self, server, scenario, seconds):
         """Load one server with a scenario for `seconds` and return the summary."""
@@ -106,9 +107,11 @@ class Run:
         }
 
     def note_memory(self):
-        """Remember the highest VmHWM seen so far of every authsvc worker."""
+        """Remember the highest VmHWM and Pss seen so far of every authsvc worker."""
         for pid, kib in servers.workers_peak_memory(self.service.pid).items():
             self.peaks[pid] = max(kib, self.peaks.get(pid, 0))
+        for pid, kib in servers.workers_proportional_memory(self.service.pid).items():
+            self.shares[pid] = max(kib, self.shares.get(pid, 0))
 
 
 def run_scenario(run, scenario):
@@ -189,6 +192,7 @@ def main():
         memory = {
             "authsvc_workers_kib": servers.workers_peak_memory(run.service.pid),
             "authsvc_max_kib": max(run.peaks.values(), default=0),
+            "authsvc_max_pss_kib": max(run.shares.values(), default=0),
             "bare_workers_kib": servers.workers_peak_memory(run.bare.pid),
         }
         profiled = None

@@ -167,6 +167,12 @@ def print_report(results, path):
         + ", ".join(f"{kib / MIB:.1f}" for kib in workers)
         + f" MiB; bare Flask workers up to {max(bare_workers, default=0) / MIB:.1f} MiB"
     )
+    pss = results["memory"].get("authsvc_max_pss_kib")
+    if pss:
+        print(
+            f"proportional memory (Pss) of the largest authsvc worker: {pss / MIB:.1f} MiB "
+            "(pages shared with the master and the other workers counted once among them)"
+        )
     signin_cpu_ms = scenarios["signin"]["cpu_ms_per_request"] or 0
     print(
         f"one bcrypt check at cost {bcrypt['rounds']}: {bcrypt['checkpw_ms']:.1f} ms, so at most "

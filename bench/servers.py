@@ -164,6 +164,23 @@ def peak_memory_kib(pid):
     return int(match[1]) if match else None
 
 
+def proportional_memory_kib(pid):
+    """Return a process's proportional set size (Pss) in KiB: its own pages in full,
+    the pages it shares with the master and the other workers divided among them."""
+    try:
+        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return None
+    match = re.search(r"^Pss:\s+(\d+) kB", rollup, re.MULTILINE)
+    return int(match[1]) if match else None
+
+
+def workers_proportional_memory(master_pid):
+    """Return {worker pid: Pss in KiB} for a gunicorn master's live workers."""
+    shares = {pid: proportional_memory_kib(pid) for pid in worker_pids(master_pid)}
+    return {pid: share for pid, share in shares.items() if share is not None}
+
+
 def workers_peak_memory(master_pid):
     """Return {worker pid: VmHWM in KiB} for a gunicorn master's live workers."""
     peaks = {pid: peak_memory_kib(pid) for pid in worker_pids(master_pid)}
