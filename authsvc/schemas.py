@@ -56,6 +56,11 @@ class Password(fields.String):
         return value
 
 
+def format_timestamp(moment):
+    """Write a stored UTC time as the API shows it: 2026-11-26T12:00:00Z."""
+    return moment.strftime(TIMESTAMP_FORMAT)
+
+
 class Timestamp(fields.DateTime):
     """A UTC time in whole seconds with a Z, documented as an OpenAPI date-time.
 
@@ -65,7 +70,7 @@ class Timestamp(fields.DateTime):
 
     def _serialize(self, value, attr, obj, **kwargs):
         """Write a stored UTC time as 2026-11-26T12:00:00Z."""
-        return None if value is None else value.strftime(TIMESTAMP_FORMAT)
+        return None if value is None else format_timestamp(value)
 
 
 def encode_cursor(user_id):

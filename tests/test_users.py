@@ -153,3 +153,22 @@ def test_list_users_refuses_bad_paging(auth, client, query):
     response = client.get(f"/users?{query}", headers=headers)
     assert response.status_code == 422
     assert set(response.json["errors"]) <= {"limit", "cursor"}
+
+
+def test_users_page_serialises_as_its_schema(auth, app):
+    """The fast page serialiser gives exactly what UserSchema(many=True) documents."""
+    import sqlalchemy as sa
+
+    from authsvc.extensions import db
+    from authsvc.models import User
+    from authsvc.schemas import UserSchema
+    from authsvc.users import page_document, user_document
+
+    auth.create_user("a@example.com")
+    auth.create_user("b@example.com", role="admin", disabled=True)
+    with app.app_context():
+        rows = db.session.execute(
+            sa.select(User.id, User.email, User.role, User.disabled, User.created_at)
+        ).all()
+        expected = UserSchema(many=True).dump([user_document(row, True) for row in rows])
+    assert page_document(rows) == expected
