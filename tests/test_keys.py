@@ -86,6 +86,8 @@ def test_retired_key_tokens_are_refused(keyed_app):
     old_kid = rotate(keyed_app)
     client = keyed_app.test_client()
     tokens = signup(client)
+    # Verified once, so the process remembers it: retiring must still win.
+    assert client.get("/users/me", headers=bearer(tokens["accessToken"])).status_code == 200
     rotate(keyed_app)
     result = keyed_app.test_cli_runner().invoke(args=["keys", "retire", old_kid])
     assert result.exit_code == 0, result.output
