@@ -67,7 +67,9 @@ def _tune_sqlite(dbapi_connection, connection_record):
 
 
 def register_extensions(app):
-    """Bind the extensions to the app."""
+    """Bind the extensions to the app, with authsvc's flask-jwt-extended callbacks."""
+    from authsvc import bearer, keys, revocation  # noqa: F401 (their loaders register on import)
+
     db.init_app(app)
     jwt.init_app(app)
     register_rate_limits(app)

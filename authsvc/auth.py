@@ -6,6 +6,7 @@ from flask_jwt_extended import current_user
 from sqlalchemy.exc import IntegrityError
 
 from authsvc import audit
+from authsvc.bearer import token_required
 from authsvc.errors import Problem
 from authsvc.extensions import db
 from authsvc.limits import limit_refresh, limit_signin, limit_signup
@@ -25,7 +26,6 @@ from authsvc.tokens import (
     revoke_session,
     revoke_sessions_of,
     rotate_refresh_token,
-    token_required,
 )
 
 bp = Blueprint("auth", __name__, url_prefix="/auth", description="Sessions and tokens.")

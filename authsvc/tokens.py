@@ -1,11 +1,11 @@
-"""Tokens and sessions: issuing, rotation, revocation, and the jwt-extended loaders.
+"""Tokens and sessions: opening, issuing, rotating and closing.
 
 Every token names its session (`sid`). A session row keeps the SHA-256 digest
-of its current refresh token: only that token refreshes. The revocation
-callback runs on every authenticated request, so it is one indexed query.
+of its current refresh token: only that token refreshes. The check of every
+presented token lives in revocation.py; the 401s and the view decorator in
+bearer.py.
 """
 
-import copy
 import hashlib
 import hmac
 import re
@@ -14,17 +14,16 @@ import uuid
 from datetime import UTC, timedelta
 
 import sqlalchemy as sa
-from flask import current_app, g, request
-from flask_jwt_extended import create_access_token, create_refresh_token, jwt_required
+from flask import current_app, request
+from flask_jwt_extended import create_access_token, create_refresh_token
 
 from authsvc import audit, keys
-from authsvc.errors import Problem, problem
-from authsvc.extensions import db, jwt
+from authsvc.bearer import challenge
+from authsvc.errors import Problem
+from authsvc.extensions import db
 from authsvc.models import Session, User, utcnow
 
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
-USER_ID = re.compile(r"[1-9][0-9]{0,9}")
-MAX_USER_ID = 2**31 - 1
 
 sessions = Session.__table__
 users = User.__table__
@@ -194,12 +193,6 @@ def close_reused_session(row):
     db.session.commit()
 
 
-def _current_or_retry(row):
-    """Tell whether this request's refresh token is the session's current one, or a retry."""
-    digest = refresh_digest(presented_token())
-    return hmac.compare_digest(row.refresh_digest, digest) or is_retry(row, digest, utcnow())
-
-
 def rotate_refresh_token(row):
     """Rotate the session's refresh token once; a retry gets the same new one.
 
@@ -244,157 +237,5 @@ def rotate_refresh_token(row):
         401,
         "token_revoked",
         "This refresh token was already used; its session is closed.",
-        headers={"WWW-Authenticate": _challenge("token_revoked")},
+        headers={"WWW-Authenticate": challenge("token_revoked")},
     )
-
-
-def _well_formed(claims):
-    """Tell whether a verified token carries the claims authsvc's tokens carry.
-
-    flask-jwt-extended reads a token without `type` as an access token, so an
-    access token must also show what only access tokens carry.
-    """
-    sub, sid = claims.get("sub"), claims.get("sid")
-    shaped = (
-        isinstance(sub, str)
-        and USER_ID.fullmatch(sub) is not None
-        and int(sub) <= MAX_USER_ID
-        and isinstance(sid, str)
-        and SESSION_ID.fullmatch(sid) is not None
-        and isinstance(claims.get("jti"), str)
-        and "exp" in claims
-        and "iat" in claims
-    )
-    if claims.get("type") == "access":
-        return shaped and "nbf" in claims and isinstance(claims.get("role"), str)
-    return shaped and claims.get("type") == "refresh"
-
-
-def _reading_engine():
-    """Return the engine the revocation check reads through.
-
-    A plain Core connection, not the ORM session: on the hot path the
-    session's setup and teardown cost more than the query. On PostgreSQL the
-    read runs in autocommit, which saves the BEGIN and ROLLBACK round trips.
-    """
-    engine = current_app.extensions.get("authsvc-reading-engine")
-    if engine is None:
-        engine = db.engine
-        if engine.dialect.name == "postgresql":
-            engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-        current_app.extensions["authsvc-reading-engine"] = engine
-    return engine
-
-
-def _open_session_row(claims):
-    """Return the open session and live user a token names, or None."""
-    if not _well_formed(claims):
-        return None
-    with _reading_engine().connect() as connection:
-        row = connection.execute(SESSION_CHECK, {"sid": claims["sid"]}).first()
-    if (
-        row is None
-        or row.user_id != int(claims["sub"])
-        or row.revoked_at is not None
-        or row.expires_at <= utcnow()
-        or row.disabled
-    ):
-        return None
-    return row
-
-
-@jwt.token_in_blocklist_loader
-def token_is_revoked(jwt_header, claims):
-    """Refuse a token unless its session is open; a refresh token must be current.
-
-    A refresh token of the session that is neither current nor a retry within
-    the grace window is reuse: the session is closed before refusing.
-    """
-    row = _open_session_row(claims)
-    if row is None:
-        return True
-    if claims["type"] == "refresh" and not _current_or_retry(row):
-        close_reused_session(row)
-        return True
-    g.session_row = row
-    return False
-
-
-@jwt.user_lookup_loader
-def current_session_row(jwt_header, claims):
-    """Give views the session and user the revocation check already read."""
-    return g.get("session_row")
-
-
-CHALLENGE_DESCRIPTIONS = {
-    "invalid_token": "The token is invalid",
-    "token_expired": "The token has expired",
-    "token_revoked": "The token has been revoked",
-    "fresh_token_required": "A fresh token is required",
-}
-
-
-def _challenge(code):
-    """Return the Bearer challenge for a presented token that was refused (RFC 6750)."""
-    description = CHALLENGE_DESCRIPTIONS[code]
-    return f'Bearer realm="authsvc", error="invalid_token", error_description="{description}"'
-
-
-def _token_problem(code, detail):
-    """Answer a refused token with 401 and its challenge."""
-    return problem(401, code, detail, {"WWW-Authenticate": _challenge(code)})
-
-
-@jwt.unauthorized_loader
-def missing_token(reason):
-    """Answer a request without a usable Authorization header."""
-    if request.headers.get("Authorization", "").strip():
-        return _token_problem("invalid_token", "The Authorization header must be 'Bearer <token>'.")
-    return problem(401, "missing_token", "This endpoint needs a Bearer token.")
-
-
-@jwt.invalid_token_loader
-def invalid_token(reason):
-    """Answer a token that does not verify or is of the wrong type."""
-    return _token_problem("invalid_token", f"The token is invalid: {reason}.")
-
-
-@jwt.expired_token_loader
-def expired_token(jwt_header, claims):
-    """Answer an expired token."""
-    return _token_problem("token_expired", "The token has expired.")
-
-
-@jwt.revoked_token_loader
-def revoked_token(jwt_header, claims):
-    """Answer a token whose session is closed, or that no longer names a user."""
-    return _token_problem("token_revoked", "The token has been revoked.")
-
-
-@jwt.user_lookup_error_loader
-def unknown_user(jwt_header, claims):
-    """Answer a token whose user could not be loaded."""
-    return _token_problem("invalid_token", "The token names no current user.")
-
-
-@jwt.needs_fresh_token_loader
-def stale_token(jwt_header, claims):
-    """Answer a token that is not fresh where a fresh one is needed."""
-    return _token_problem(
-        "fresh_token_required", "This needs an access token from a recent signin."
-    )
-
-
-def token_required(refresh=False, fresh=False):
-    """Require a Bearer token on a view and document it in the OpenAPI spec."""
-
-    def decorator(view):
-        protected = jwt_required(refresh=refresh, fresh=fresh)(view)
-        # What Blueprint.doc(security=...) records, without the extra layer
-        # of wrapper it would add to every authenticated request.
-        apidoc = copy.deepcopy(getattr(protected, "_apidoc", {}))
-        apidoc.setdefault("manual_doc", {})["security"] = [{"bearerAuth": []}]
-        protected._apidoc = apidoc
-        return protected
-
-    return decorator

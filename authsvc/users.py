@@ -5,6 +5,7 @@ from flask import current_app, jsonify, url_for
 from flask_jwt_extended import current_user, get_current_user, get_jwt
 
 from authsvc import accounts, audit
+from authsvc.bearer import token_required
 from authsvc.errors import Problem
 from authsvc.extensions import db
 from authsvc.limits import limit_password_change
@@ -22,7 +23,7 @@ from authsvc.schemas import (
     encode_cursor,
     format_timestamp,
 )
-from authsvc.tokens import open_session, revoke_sessions_of, token_required
+from authsvc.tokens import open_session, revoke_sessions_of
 
 bp = Blueprint("users", __name__, url_prefix="/users", description="Accounts.")
 
