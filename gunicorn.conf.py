@@ -4,10 +4,13 @@ gunicorn binds 127.0.0.1:8000 by default, or 0.0.0.0:$PORT when PORT is set;
 `--bind` overrides both.
 """
 
+import json
 import multiprocessing
 import os
 import shutil
 import tempfile
+
+from gunicorn import util
 
 # Workers share their Prometheus metrics through files in this folder; it
 # must be set before the app (and prometheus_client) is imported.
@@ -30,6 +33,34 @@ max_requests = 20000
 max_requests_jitter = 2000
 errorlog = "-"
 accesslog = None
+# The longest request line gunicorn allows (its default is 4094): a long but
+# well-formed URL reaches the app and gets its 404 problem, not a 414 page.
+limit_request_line = 8190
+
+GUNICORN_ERROR_CODES = {400: "bad_request", 414: "uri_too_long", 431: "headers_too_large"}
+
+
+def problem_error(sock, status_int, reason, mesg):
+    """Answer a request gunicorn cannot parse with problem+json, like every other error."""
+    body = json.dumps(
+        {
+            "type": "about:blank",
+            "title": reason,
+            "status": status_int,
+            "detail": mesg or reason,
+            "code": GUNICORN_ERROR_CODES.get(status_int, "internal_error"),
+        }
+    ).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/problem+json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+# gunicorn writes its own errors (a malformed request line, too many
+# headers) as an HTML page through this one function.
+util.write_error = problem_error
 
 
 def on_starting(server):

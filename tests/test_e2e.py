@@ -1,7 +1,9 @@
 """The real service: `flask db upgrade`, then `gunicorn wsgi:app` over real HTTP."""
 
 import http.client
+import json
 import secrets
+import socket
 import subprocess
 import sys
 import threading
@@ -312,3 +314,42 @@ def test_another_service_verifies_tokens_from_the_jwks_alone(tmp_path, algorithm
         with pytest.raises(jwt.PyJWKClientError):
             verified(old)
         assert requests.get(f"{url}/users/me", headers=bearer(new)).status_code == 200
+
+
+def raw_request(url, data):
+    """Send raw bytes to the server; return the status line and the headers' block."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(data)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head.decode("latin-1"), body
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET / HTTP/9.9\r\nHost: x\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n",
+        b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    ],
+)
+def test_requests_gunicorn_cannot_parse_get_problems_too(server, data):
+    """Even a malformed request, refused by gunicorn itself, is answered with problem+json."""
+    url, _ = server
+    head, body = raw_request(url, data)
+    status = int(head.split()[1])
+    assert 400 <= status < 500
+    assert "Content-Type: application/problem+json" in head
+    assert json.loads(body)["status"] == status
+
+
+def test_long_urls_reach_the_app(server):
+    """A long but well-formed URL gets the app's 404 problem."""
+    url, _ = server
+    response = requests.get(f"{url}/{'a' * 6000}")
+    assert response.status_code == 404
+    assert response.headers["Content-Type"] == "application/problem+json"
