@@ -93,8 +93,9 @@ def from_environment(environ=os.environ):
         "JWT_REFRESH_TOKEN_EXPIRES": timedelta(seconds=refresh_ttl),
         "JWT_ENCODE_ISSUER": issuer,
         "JWT_DECODE_ISSUER": issuer,
-        "JWT_ENCODE_AUDIENCE": audience,
-        "JWT_DECODE_AUDIENCE": audience,
+        # Not flask-jwt-extended's JWT_*_AUDIENCE, which would put aud on refresh
+        # tokens too: tokens.py puts it on access tokens, extensions.py checks it.
+        "JWT_AUDIENCE": audience,
         # A lower cost keeps the test suite fast; production keeps bcrypt's 12.
         "BCRYPT_ROUNDS": _integer(environ, "BCRYPT_ROUNDS", 4 if testing else 12, 4, 31),
         "SESSION_MAX_AGE": _integer(environ, "SESSION_MAX_AGE", 2592000, minimum=1),

@@ -34,7 +34,9 @@ class JWTManager(flask_jwt_extended.JWTManager):
     minutes; so each process keeps the claims of tokens it verified (bounded)
     and on a hit only checks again that the token is within its lifetime and
     that its key still verifies. Revocation is never cached: the revocation
-    callback still checks the session on every request.
+    callback still checks the session on every request. Whether a token is an
+    access or a refresh token (its typ header, type and aud claims) never
+    changes, so that is checked once, before the claims are cached.
     """
 
     CACHE_SIZE = 4096
@@ -48,11 +50,35 @@ class JWTManager(flask_jwt_extended.JWTManager):
             self._decode_key_callback(header, claims)  # raises if the key was retired
             return dict(claims)
         claims = super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)
+        header = pyjwt.get_unverified_header(encoded_token)
+        _check_token_kind(header, claims)
         if not allow_expired and "exp" in claims:
             if len(cache) >= self.CACHE_SIZE:
                 cache.clear()
-            cache[encoded_token] = (pyjwt.get_unverified_header(encoded_token), dict(claims))
+            cache[encoded_token] = (header, dict(claims))
         return claims
+
+
+def _check_token_kind(header, claims):
+    """Refuse a verified token whose typ header, type claim and aud do not agree.
+
+    Access tokens say typ at+jwt (RFC 9068) and carry JWT_AUDIENCE; refresh
+    tokens say typ JWT and carry no aud. The exceptions are tokens issued
+    before that rule: access tokens said typ JWT (they expire within
+    ACCESS_TOKEN_TTL), and refresh tokens carried JWT_AUDIENCE (each still
+    refreshes once, into the new shape).
+    """
+    audience = current_app.config["JWT_AUDIENCE"]
+    if claims["type"] == "access":
+        kind_fits = header.get("typ") in ("at+jwt", "JWT")
+        audience_fits = claims.get("aud") == audience
+    else:
+        kind_fits = header.get("typ") == "JWT"
+        audience_fits = claims.get("aud") in (None, audience)
+    if not kind_fits:
+        raise pyjwt.InvalidTokenError("its typ header does not match its type")
+    if not audience_fits:
+        raise pyjwt.InvalidAudienceError("Invalid audience")
 
 
 def _within_lifetime(claims):

@@ -1,9 +1,11 @@
 """Tokens and sessions: opening, issuing, rotating and closing.
 
 Every token names its session (`sid`). A session row keeps the SHA-256 digest
-of its current refresh token: only that token refreshes. The check of every
-presented token lives in revocation.py; the 401s and the view decorator in
-bearer.py.
+of its current refresh token: only that token refreshes. Access tokens say
+`typ: at+jwt` (RFC 9068) and carry JWT_AUDIENCE; refresh tokens do neither,
+so no service that verifies with the JWKS takes one for an access token. The
+check of every presented token lives in revocation.py; the 401s and the view
+decorator in bearer.py.
 """
 
 import hashlib
@@ -97,11 +99,14 @@ def encode_access_token(user_id, email, role, session_id, session_expires, fresh
         "nbf": now,
         "exp": min(now + ttl, epoch(session_expires)),
     }
+    if config["JWT_AUDIENCE"]:
+        claims["aud"] = config["JWT_AUDIENCE"]
     return create_access_token(
         identity=str(user_id),
         fresh=now + config["FRESH_TOKEN_TTL"] if fresh else False,
         expires_delta=False,
         additional_claims=claims,
+        additional_headers={"typ": "at+jwt"},
     )
 
 

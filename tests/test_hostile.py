@@ -323,6 +323,7 @@ ACCESS_TOKENS = [
     ("refresh-token", presented("refresh"), 401, "invalid_token"),
     ("type-swapped-to-refresh", forged(type="refresh"), 401, "invalid_token"),
     ("type-unknown", forged(type="admin"), 401, "token_revoked"),
+    ("typ-header-unknown", forged(jwt_headers={"typ": "JOSE"}), 401, "invalid_token"),
     ("integer-sub", forged(sub=lambda keys: keys.admin["id"]), 401, "invalid_token"),
     ("sub-missing", forged(sub=DROP), 401, "invalid_token"),
     ("sub-unknown-user", forged(sub="2147483647"), 401, "token_revoked"),
@@ -358,6 +359,7 @@ REFRESH_TOKENS = [
     ("alg-none", forged("refresh", key=None, algorithm="none"), 401, "invalid_token"),
     ("other-key", forged("refresh", key=OTHER_KEY), 401, "invalid_token"),
     ("type-swapped-to-access", forged("refresh", type="access"), 401, "invalid_token"),
+    ("typ-header-at-jwt", forged("refresh", jwt_headers={"typ": "at+jwt"}), 401, "invalid_token"),
     ("integer-sub", forged("refresh", sub=lambda keys: keys.admin["id"]), 401, "invalid_token"),
     (
         "sub-of-other-user",

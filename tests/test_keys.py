@@ -1,6 +1,7 @@
 """EdDSA and RS256 signing keys: rotation, retirement, the JWKS; issuer and audience."""
 
 import json
+from types import SimpleNamespace
 
 import jwt
 import pytest
@@ -9,6 +10,8 @@ from conftest import PASSWORD, bearer, settings
 from authsvc import create_app
 from authsvc.extensions import db
 from authsvc.keys import create_key, retire_key
+
+ISSUER = "https://auth.example.com"
 
 
 @pytest.fixture(params=["EdDSA", "RS256"])
@@ -171,27 +174,65 @@ def test_private_keys_are_stored_encrypted(keyed_app):
     assert "ENCRYPTED PRIVATE KEY" in row.private_pem
 
 
-def test_issuer_and_audience_are_set_and_required(database_url, app):
-    """JWT_ISSUER and JWT_AUDIENCE go on every token and are checked on the way in."""
-    overrides = {
-        "JWT_ENCODE_ISSUER": "https://auth.example.com",
-        "JWT_DECODE_ISSUER": "https://auth.example.com",
-        "JWT_ENCODE_AUDIENCE": "api",
-        "JWT_DECODE_AUDIENCE": "api",
-    }
-    client = create_app(settings(database_url, **overrides)).test_client()
-    tokens = signup(client)
-    for token in (tokens["accessToken"], tokens["refreshToken"]):
-        claims = jwt.decode(token, options={"verify_signature": False})
-        assert (claims["iss"], claims["aud"]) == ("https://auth.example.com", "api")
-    assert client.post("/auth/refresh", headers=bearer(tokens["refreshToken"])).status_code == 200
-    other = create_app(
-        settings(database_url, JWT_DECODE_ISSUER="https://elsewhere", JWT_DECODE_AUDIENCE="api")
+def issuing_app(database_url, issuer, audience):
+    """Return an app with JWT_ISSUER and JWT_AUDIENCE set as given (None: unset)."""
+    return create_app(
+        settings(
+            database_url, JWT_ENCODE_ISSUER=issuer, JWT_DECODE_ISSUER=issuer, JWT_AUDIENCE=audience
+        )
     )
-    assert (
-        other.test_client().get("/users/me", headers=bearer(tokens["accessToken"])).status_code
-        == 401
-    )
+
+
+def header_and_claims(token):
+    """Return a token's header and claims without checking its signature."""
+    return jwt.get_unverified_header(token), jwt.decode(token, options={"verify_signature": False})
+
+
+@pytest.fixture(
+    params=[(None, None), (ISSUER, None), (None, "api"), (ISSUER, "api")],
+    ids=["plain", "iss", "aud", "iss-aud"],
+)
+def issued(request, database_url, app):
+    """Sign up on an app with JWT_ISSUER and JWT_AUDIENCE set or not; return what it issued."""
+    issuer, audience = request.param
+    client = issuing_app(database_url, issuer, audience).test_client()
+    return SimpleNamespace(client=client, issuer=issuer, audience=audience, tokens=signup(client))
+
+
+def test_access_token_says_at_jwt_and_carries_iss_and_aud(issued):
+    """An access token's header says typ at+jwt; it carries iss and aud as configured."""
+    header, claims = header_and_claims(issued.tokens["accessToken"])
+    assert header["typ"] == "at+jwt" and claims["type"] == "access"
+    assert (claims.get("iss"), claims.get("aud")) == (issued.issuer, issued.audience)
+    me = issued.client.get("/users/me", headers=bearer(issued.tokens["accessToken"]))
+    assert me.status_code == 200
+
+
+def test_refresh_token_says_jwt_and_never_carries_aud(issued):
+    """A refresh token's header says typ JWT; it carries iss as configured, never aud."""
+    header, claims = header_and_claims(issued.tokens["refreshToken"])
+    assert header["typ"] == "JWT" and claims["type"] == "refresh"
+    assert claims.get("iss") == issued.issuer and "aud" not in claims
+    refreshed = issued.client.post("/auth/refresh", headers=bearer(issued.tokens["refreshToken"]))
+    assert refreshed.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("issuer", "audience", "status"),
+    [
+        (ISSUER, "api", 200),
+        ("https://elsewhere.example.com", "api", 401),
+        (ISSUER, "other", 401),
+        (ISSUER, None, 401),
+    ],
+)
+def test_access_token_needs_the_configured_issuer_and_audience(
+    database_url, app, issuer, audience, status
+):
+    """An app expecting another iss or aud, or no aud, refuses the access token."""
+    tokens = signup(issuing_app(database_url, ISSUER, "api").test_client())
+    other = issuing_app(database_url, issuer, audience).test_client()
+    assert other.get("/users/me", headers=bearer(tokens["accessToken"])).status_code == status
 
 
 def test_token_without_required_issuer_is_refused(database_url, auth):

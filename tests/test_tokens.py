@@ -7,7 +7,7 @@ from datetime import timedelta
 import jwt
 import pytest
 import sqlalchemy as sa
-from conftest import TEST_SECRET, bearer, settings
+from conftest import PASSWORD, TEST_SECRET, bearer, settings
 
 from authsvc import create_app
 from authsvc.extensions import db
@@ -341,3 +341,79 @@ def test_alg_none_token_is_refused(auth, client):
     tokens = auth.signup()
     unsigned = jwt.encode(valid_claims(tokens), None, algorithm="none")
     assert client.get("/users/me", headers=bearer(unsigned)).status_code == 401
+
+
+def make_current(app, token):
+    """Store a refresh token's digest as its session's current one."""
+    with app.app_context():
+        db.session.execute(
+            sa.update(Session)
+            .where(Session.id == claims_of(token)["sid"])
+            .values(refresh_digest=refresh_digest(token))
+        )
+        db.session.commit()
+
+
+@pytest.mark.parametrize("path", ["/auth/refresh", "/users/me"])
+def test_refresh_token_that_says_at_jwt_is_refused_everywhere(auth, client, app, path):
+    """Header at+jwt with claims type refresh is refused, even as the session's current token."""
+    tokens = auth.signup()
+    mixed = forge(claims_of(tokens["refreshToken"]), headers={"typ": "at+jwt"})
+    make_current(app, mixed)
+    response = client.open(
+        path, method="POST" if path == "/auth/refresh" else "GET", headers=bearer(mixed)
+    )
+    assert response.status_code == 401 and response.json["code"] == "invalid_token"
+    assert session_of(app, mixed).revoked_at is None
+
+
+@pytest.mark.parametrize("typ", [None, "JOSE", "rt+jwt", "application/jwt"])
+def test_access_token_without_at_jwt_typ_is_refused(auth, client, typ):
+    """Claims type access need the header typ at+jwt (or JWT, before the upgrade)."""
+    tokens = auth.signup()
+    mixed = forge(valid_claims(tokens), headers={"typ": typ})
+    response = client.get("/users/me", headers=bearer(mixed))
+    assert response.status_code == 401 and response.json["code"] == "invalid_token"
+
+
+def pre_upgrade_app(database_url):
+    """Return an app set up as before aud went on access tokens only: on every token."""
+    return create_app(settings(database_url, JWT_ENCODE_AUDIENCE="api", JWT_DECODE_AUDIENCE="api"))
+
+
+def signup_on(app):
+    """Sign up on an app through the API and return the response body."""
+    body = {"email": "upgrade@example.com", "password": PASSWORD}
+    response = app.test_client().post("/auth/signup", json=body)
+    assert response.status_code == 201, response.json
+    return response.json
+
+
+def test_refresh_token_from_before_the_upgrade_refreshes_into_the_new_shape(database_url, app):
+    """A refresh token carrying aud still refreshes once; its successor has no aud."""
+    legacy = signup_on(pre_upgrade_app(database_url))["refreshToken"]
+    assert jwt.get_unverified_header(legacy)["typ"] == "JWT" and claims_of(legacy)["aud"] == "api"
+    client = create_app(settings(database_url, JWT_AUDIENCE="api")).test_client()
+    first = client.post("/auth/refresh", headers=bearer(legacy))
+    assert first.status_code == 200 and "aud" not in claims_of(first.json["refreshToken"])
+    retry = client.post("/auth/refresh", headers=bearer(legacy))
+    assert retry.status_code == 200 and retry.json["refreshToken"] == first.json["refreshToken"]
+    again = client.post("/auth/refresh", headers=bearer(first.json["refreshToken"]))
+    assert again.status_code == 200
+
+
+@pytest.mark.parametrize("audience", [None, "other"])
+def test_refresh_token_from_before_the_upgrade_needs_the_same_audience(database_url, app, audience):
+    """A refresh token whose aud is not the configured audience is refused, as before."""
+    legacy = signup_on(pre_upgrade_app(database_url))["refreshToken"]
+    client = create_app(settings(database_url, JWT_AUDIENCE=audience)).test_client()
+    response = client.post("/auth/refresh", headers=bearer(legacy))
+    assert response.status_code == 401 and response.json["code"] == "invalid_token"
+
+
+def test_access_token_from_before_the_upgrade_works_until_it_expires(database_url, app):
+    """An access token with the typ JWT header still opens authsvc's own endpoints."""
+    upgraded = create_app(settings(database_url, JWT_AUDIENCE="api"))
+    legacy = forge(claims_of(signup_on(upgraded)["accessToken"]))
+    assert jwt.get_unverified_header(legacy)["typ"] == "JWT"
+    assert upgraded.test_client().get("/users/me", headers=bearer(legacy)).status_code == 200
