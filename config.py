@@ -123,8 +123,6 @@ def from_environment(environ=os.environ):
         "ACCESS_LOG": _flag(environ, "ACCESS_LOG", not testing),
         "TRUSTED_PROXIES": _integer(environ, "TRUSTED_PROXIES", 0),
         "CORS_ORIGINS": _list(environ, "CORS_ORIGINS"),
-        "USERS_PAGE_DEFAULT": 50,
-        "USERS_PAGE_MAX": 200,
     }
 
 

@@ -1,5 +1,7 @@
 """Probes, the OpenAPI document, and what every response carries."""
 
+import json
+
 import pytest
 from conftest import settings
 
@@ -74,3 +76,45 @@ def test_request_id_is_on_errors_too(client):
     """Even a 404 carries the request id."""
     response = client.get("/nowhere", headers={"X-Request-ID": "req-1"})
     assert response.status_code == 404 and response.headers["X-Request-ID"] == "req-1"
+
+
+def operations(spec):
+    """Yield (method, path, operation) for every operation of an OpenAPI document."""
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            if method != "parameters":
+                yield method, path, operation
+
+
+def test_openapi_declares_request_id_on_every_response(client):
+    """Every response of every operation, inline or shared, declares X-Request-ID."""
+    spec = client.get("/openapi.json").json
+    shared = spec["components"]["responses"]
+    declared = spec["components"]["headers"]["X-Request-ID"]
+    assert declared["required"] is True
+    for method, path, operation in operations(spec):
+        for status, response in operation["responses"].items():
+            if "$ref" in response:
+                response = shared[response["$ref"].rsplit("/", 1)[1]]
+            headers = response.get("headers", {})
+            assert headers.get("X-Request-ID") == {"$ref": "#/components/headers/X-Request-ID"}, (
+                f"{method.upper()} {path} {status}"
+            )
+
+
+def test_openapi_declares_paging_of_users(client):
+    """GET /users declares its Link header and a limit that defaults to 50."""
+    operation = client.get("/openapi.json").json["paths"]["/users"]["get"]
+    assert "Link" in operation["responses"]["200"]["headers"]
+    (limit,) = [p for p in operation["parameters"] if p["name"] == "limit"]
+    assert limit["schema"]["default"] == 50 and limit["schema"]["minimum"] == 1
+    assert "200" in limit["description"]
+
+
+def test_openapi_schemas_are_all_used(client):
+    """Every schema in components is referenced somewhere else in the document."""
+    spec = client.get("/openapi.json").json
+    schemas = spec["components"].pop("schemas")
+    text = json.dumps(spec) + json.dumps(schemas)
+    unused = [name for name in schemas if text.count(f'"#/components/schemas/{name}"') == 0]
+    assert unused == []
