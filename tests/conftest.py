@@ -38,6 +38,8 @@ HOW_TO_INCLUDE = {
 SKIP_REASON = re.compile(r"no (?P<service>\w+) \((?P<why>.*)\)", re.DOTALL)
 USED = {}
 
+pytest_plugins = ["browser"]
+
 
 def skip_without(service, why):
     """Skip a test that needs a service this machine lacks; fail it under CI=true."""

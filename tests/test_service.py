@@ -1,6 +1,7 @@
 """Probes, the OpenAPI document, and what every response carries."""
 
 import json
+from html.parser import HTMLParser
 
 import pytest
 from conftest import settings
@@ -52,10 +53,48 @@ def test_openapi_documents_errors_as_problems(client):
     assert spec["paths"]["/users/me"]["get"]["security"] == [{"bearerAuth": []}]
 
 
-def test_docs_page_is_served(client):
-    """/docs serves the interactive documentation."""
+class Scripts(HTMLParser):
+    """Collect a page's <script> elements: their src and their inline text."""
+
+    def __init__(self):
+        super().__init__()
+        self.sources, self.inline, self._in_script = [], "", False
+
+    def handle_starttag(self, tag, attrs):
+        """Note a script's src."""
+        if tag == "script":
+            self._in_script = True
+            self.sources.append(dict(attrs).get("src"))
+
+    def handle_endtag(self, tag):
+        """Leave a script."""
+        self._in_script = self._in_script and tag != "script"
+
+    def handle_data(self, data):
+        """Keep any text inside a script."""
+        if self._in_script:
+            self.inline += data.strip()
+
+
+def test_docs_page_is_utf8_with_no_inline_script(client):
+    """/docs declares UTF-8 and loads every script from the service itself."""
     response = client.get("/docs")
-    assert response.status_code == 200 and b"swagger" in response.data.lower()
+    assert response.status_code == 200 and b'<meta charset="utf-8">' in response.data
+    scripts = Scripts()
+    scripts.feed(response.text)
+    assert scripts.inline == "" and scripts.sources
+    assert all(source.startswith("/docs/static/") for source in scripts.sources)
+    for source in scripts.sources:
+        served = client.get(source)
+        assert served.status_code == 200 and served.mimetype == "text/javascript"
+
+
+def test_docs_policy_names_no_cdn_and_no_inline_script(client):
+    """The docs page's CSP allows this service's own files only."""
+    policy = client.get("/docs").headers["Content-Security-Policy"]
+    directives = dict(d.strip().split(" ", 1) for d in policy.split(";"))
+    assert directives["script-src"] == "'self'" and directives["default-src"] == "'none'"
+    assert "unsafe" not in policy and "http" not in policy
 
 
 def test_request_id_is_echoed(client):
