@@ -124,8 +124,6 @@ def from_environment(environ=os.environ):
         "ACCESS_LOG": _flag(environ, "ACCESS_LOG", not testing),
         "TRUSTED_PROXIES": _integer(environ, "TRUSTED_PROXIES", 0),
         "CORS_ORIGINS": _list(environ, "CORS_ORIGINS"),
-        "USERS_PAGE_DEFAULT": 50,
-        "USERS_PAGE_MAX": 200,
     }
 
 
@@ -149,8 +147,6 @@ FIXED = {
     "OPENAPI_VERSION": "3.0.3",
     "OPENAPI_URL_PREFIX": "/",
     "OPENAPI_JSON_PATH": "openapi.json",
-    "OPENAPI_SWAGGER_UI_PATH": "docs",
-    "OPENAPI_SWAGGER_UI_URL": "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
 }
 
 

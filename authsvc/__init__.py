@@ -76,8 +76,8 @@ def register_extensions(app):
 
 
 def register_blueprints(app):
-    """Register the auth, users and service blueprints, documented in one spec."""
-    from authsvc import auth, service, users
+    """Register the auth, users and service blueprints, documented in one spec, and /docs."""
+    from authsvc import auth, docs, service, users
 
     # flask-smorest keeps one app's spec on its Api object, so each app gets
     # its own rather than sharing a module-level instance.
@@ -87,3 +87,4 @@ def register_blueprints(app):
     )
     for module in (auth, users, service):
         api.register_blueprint(module.bp)
+    app.register_blueprint(docs.bp)

@@ -21,6 +21,10 @@ EVENTS = (
     "account_deleted",
     "user_updated",
     "user_deleted",
+    "user_created",
+    "key_rotated",
+    "key_retired",
+    "sessions_purged",
 )
 
 
@@ -35,12 +39,19 @@ def client_agent():
     return agent[:512] or None
 
 
-def record(event, user_id=None, session_id=None):
-    """Add an event to the current transaction; the caller's commit writes it."""
+def record(event, user_id=None, session_id=None, key_id=None):
+    """Add an event to the current transaction; the caller's commit writes it.
+
+    An event made in a request comes from the API; one made outside any
+    request comes from an operator's `flask --app authsvc ...` command.
+    """
     assert event in EVENTS, event
-    row = AuthEvent(event=event, user_id=user_id, session_id=session_id)
+    row = AuthEvent(event=event, user_id=user_id, session_id=session_id, key_id=key_id)
     if has_request_context():
+        row.source = "api"
         row.ip, row.user_agent = client_address(), client_agent()
         row.request_id = g.get("request_id")
+    else:
+        row.source = "cli"
     db.session.add(row)
     count_event(event)

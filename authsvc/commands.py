@@ -10,7 +10,7 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy.exc import IntegrityError
 
-from authsvc import accounts, keys
+from authsvc import accounts, audit, keys
 from authsvc.errors import Problem
 from authsvc.extensions import db
 from authsvc.models import AuthEvent, Session, SigningKey, User, utcnow
@@ -46,6 +46,8 @@ def create_user(email, admin, password_stdin):
     )
     db.session.add(user)
     try:
+        db.session.flush()
+        audit.record("user_created", user.id)
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
@@ -64,11 +66,12 @@ def user_by_email(email):
 
 
 def change(user, **values):
-    """Apply a change to a user, reporting the last-admin refusal as an error."""
+    """Apply and audit a change to a user, reporting the last-admin refusal as an error."""
     try:
         accounts.update_user(user, **values)
     except Problem as problem:
         raise click.ClickException(problem.detail) from None
+    audit.record("user_updated", user.id)
     db.session.commit()
 
 
@@ -89,7 +92,7 @@ def set_role(email, role):
     """Make a user an admin, or a plain user again."""
     user = user_by_email(email)
     change(user, role=role)
-    click.echo(f"{user.email} is now {role}.")
+    click.echo(f"{user.email} is now {'an admin' if role == 'admin' else 'a plain user'}.")
 
 
 @users_cli.command("disable")
@@ -116,10 +119,12 @@ def enable_user(email):
 def delete_user(email):
     """Delete a user and their sessions."""
     user = user_by_email(email)
+    user_id = user.id
     try:
         accounts.delete_user(user)
     except Problem as problem:
         raise click.ClickException(problem.detail) from None
+    audit.record("user_deleted", user_id)
     db.session.commit()
     click.echo(f"Deleted {email.strip().lower()}.")
 
@@ -140,6 +145,7 @@ def purge_sessions(retention):
     cutoff = utcnow() - timedelta(seconds=retention)
     ended = sa.or_(Session.expires_at < cutoff, Session.revoked_at < cutoff)
     removed = db.session.execute(sa.delete(Session).where(ended)).rowcount
+    audit.record("sessions_purged")
     db.session.commit()
     click.echo(f"Removed {removed} session(s) that ended before {cutoff:%Y-%m-%dT%H:%M:%SZ}.")
 
@@ -153,6 +159,7 @@ def rotate_key():
     if not keys.asymmetric():
         raise click.ClickException("signing keys are for JWT_ALGORITHM=EdDSA or RS256")
     kid = keys.create_key(current_app.config["JWT_ALGORITHM"])
+    audit.record("key_rotated", key_id=kid)
     db.session.commit()
     click.echo(f"Key {kid} ({current_app.config['JWT_ALGORITHM']}) now signs new tokens.")
 
@@ -161,6 +168,16 @@ def rotate_key():
 def list_keys():
     """Print every key: kid, algorithm, created, and active, verifying or retired."""
     rows = db.session.scalars(sa.select(SigningKey).order_by(SigningKey.created_at)).all()
+    if not keys.asymmetric():
+        click.echo(
+            "JWT_ALGORITHM is HS256: JWT_SECRET_KEY signs and verifies every token, "
+            "so there is no key list."
+        )
+        if rows:
+            click.echo(
+                f"{len(rows)} stored key(s) sign again once JWT_ALGORITHM is EdDSA or RS256."
+            )
+        return
     live = [row for row in rows if row.retired_at is None]
     active = [row for row in live if row.algorithm == current_app.config["JWT_ALGORITHM"]]
     for row in rows:
@@ -179,6 +196,7 @@ def retire_key(kid):
     """Stop verifying tokens signed with a key and drop it from the JWKS."""
     if not keys.retire_key(kid):
         raise click.ClickException(f"no key {kid} that is not already retired")
+    audit.record("key_retired", key_id=kid)
     db.session.commit()
     click.echo(f"Key {kid} is retired: its tokens are refused within seconds.")
 
@@ -186,20 +204,43 @@ def retire_key(kid):
 audit_cli = AppGroup("audit", help="Read the audit trail.")
 
 
+def user_id_of(email_or_id):
+    """Return the user id an email or a numeric id names; an id may be a deleted user's."""
+    if email_or_id.isascii() and email_or_id.isdigit():
+        return int(email_or_id)
+    user_id = db.session.scalar(sa.select(User.id).where(User.email == email_or_id.strip().lower()))
+    if user_id is None:
+        raise click.ClickException(
+            f"no user with email {email_or_id}; find a deleted user's events by id: --user ID"
+        )
+    return user_id
+
+
 @audit_cli.command("tail")
-@click.option("--user", "email", help="Only the events of the user with this email.")
-@click.option("-n", "--lines", default=20, show_default=True, help="How many events.")
-def audit_tail(email, lines):
+@click.option(
+    "--user",
+    "email_or_id",
+    help="Only the events of one user: their email, or their id (also of a deleted user).",
+)
+@click.option(
+    "-n",
+    "--lines",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="How many events.",
+)
+def audit_tail(email_or_id, lines):
     """Print the newest events of the audit trail, oldest first."""
     query = sa.select(AuthEvent).order_by(AuthEvent.id.desc()).limit(lines)
-    if email:
-        query = query.where(AuthEvent.user_id == user_by_email(email).id)
+    if email_or_id:
+        query = query.where(AuthEvent.user_id == user_id_of(email_or_id))
     for event in reversed(db.session.scalars(query).all()):
         click.echo(
-            f"{event.created_at:%Y-%m-%dT%H:%M:%SZ} {event.event:<14} "
+            f"{event.created_at:%Y-%m-%dT%H:%M:%SZ} {event.source:<3} {event.event:<18} "
             f"user={event.user_id or '-'} session={event.session_id or '-'} "
-            f"ip={event.ip or '-'} request={event.request_id or '-'} "
-            f"agent={event.user_agent or '-'!r}"
+            f"key={event.key_id or '-'} ip={event.ip or '-'} "
+            f"request={event.request_id or '-'} agent={event.user_agent or '-'!r}"
         )
 
 

@@ -3,6 +3,7 @@
 from http import HTTPStatus
 
 import marshmallow as ma
+from apispec import BasePlugin
 from flask import Response, json
 from flask_smorest import Api
 from flask_smorest.spec import prepare_response
@@ -99,6 +100,28 @@ def problem_for_http_exception(error):
     return problem(status, detail=detail, headers=headers)
 
 
+REQUEST_ID_HEADER = {
+    "description": "The client's X-Request-ID if it is 1 to 128 characters of "
+    "A-Z a-z 0-9 . _ : / + = -, else a new one.",
+    "required": True,
+    "schema": {"type": "string", "pattern": r"^[A-Za-z0-9._:/+=-]{1,128}$"},
+}
+
+
+class RequestIdHeaderPlugin(BasePlugin):
+    """Declare X-Request-ID on every response an operation documents inline.
+
+    Responses shared as components (the problems) declare it themselves.
+    """
+
+    def operation_helper(self, path=None, operations=None, **kwargs):
+        """Add the header to each inline response of each operation."""
+        for operation in (operations or {}).values():
+            for response in operation.get("responses", {}).values():
+                if isinstance(response, dict) and "$ref" not in response:
+                    response.setdefault("headers", {})["X-Request-ID"] = "X-Request-ID"
+
+
 class ProblemApi(Api):
     """flask-smorest's Api, answering and documenting errors as problem+json."""
 
@@ -111,14 +134,27 @@ class ProblemApi(Api):
         """Answer an HTTPException with a problem."""
         return problem_for_http_exception(error)
 
+    def _init_spec(self, *, extra_plugins=None, **options):
+        """Build the spec with the X-Request-ID plugin."""
+        plugins = [*(extra_plugins or ()), RequestIdHeaderPlugin()]
+        super()._init_spec(extra_plugins=plugins, **options)
+
     def _register_responses(self):
-        """Document every error response as problem+json."""
+        """Document every error response as problem+json, with its X-Request-ID."""
+        self.spec.components.header("X-Request-ID", REQUEST_ID_HEADER)
         for status in HTTPStatus:
-            response = {"description": status.phrase}
+            response = {"description": status.phrase, "headers": {"X-Request-ID": "X-Request-ID"}}
             if status >= 400:
                 response["schema"] = ProblemSchema
             prepare_response(response, self.spec, PROBLEM_MIMETYPE)
             self.spec.components.response(status.name, response, lazy=True)
+
+    def _register_pagination_header(self):
+        """Register nothing: authsvc pages with Link headers, not flask-smorest's pagination.
+
+        flask-smorest's version registers a PaginationMetadata schema that no
+        operation uses.
+        """
 
 
 def register_errorhandlers(app):

@@ -4,10 +4,11 @@ import io
 import re
 import uuid
 
-from flask import abort, current_app, g, request
+from flask import abort, g, request
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from authsvc import docs
 from authsvc.keys import ensure_signing_key
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
@@ -70,19 +71,12 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
 }
 
-# The docs page loads Swagger UI from its CDN and starts it with an inline script.
-DOCS_POLICY = (
-    "default-src 'none'; script-src 'unsafe-inline' {cdn}; style-src 'unsafe-inline' {cdn}; "
-    "img-src data: {cdn}; connect-src 'self'; frame-ancestors 'none'"
-)
-
 
 def add_security_headers(response):
     """Send the headers a JSON API should send, on every response."""
     response.headers.extend(SECURITY_HEADERS)
-    if request.endpoint == "api-docs.openapi_swagger_ui":
-        cdn = current_app.config["OPENAPI_SWAGGER_UI_URL"].split("/npm/")[0]
-        response.headers["Content-Security-Policy"] = DOCS_POLICY.format(cdn=cdn)
+    if request.endpoint == "docs.page":
+        response.headers["Content-Security-Policy"] = docs.POLICY
     if request.is_secure:
         response.headers["Strict-Transport-Security"] = "max-age=63072000"
     return response

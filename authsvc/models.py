@@ -72,7 +72,10 @@ class AuthEvent(db.Model):
     """One line of the audit trail: what happened, to whom, from where.
 
     user_id is a plain column, not a foreign key, so that the trail outlives
-    the accounts it mentions. No password or token is ever recorded.
+    the accounts it mentions. source says where the change came from: "api"
+    (a request) or "cli" (an operator's `flask` command); key_id names the
+    signing key of a key event (kids are public). No password or token is
+    ever recorded.
     """
 
     __tablename__ = "auth_events"
@@ -85,6 +88,8 @@ class AuthEvent(db.Model):
     ip: Mapped[str | None] = mapped_column(sa.String(64))
     user_agent: Mapped[str | None] = mapped_column(sa.String(512))
     request_id: Mapped[str | None] = mapped_column(sa.String(128))
+    source: Mapped[str] = mapped_column(sa.String(16), default="api", server_default="api")
+    key_id: Mapped[str | None] = mapped_column(sa.String(64))
 
 
 class SigningKey(db.Model):

@@ -12,6 +12,8 @@ MAX_EMAIL_LENGTH = 254
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 CURSOR_PATTERN = re.compile(rb"u([0-9]{1,10})")
 MAX_USER_ID = 2**31 - 1
+USERS_PAGE_DEFAULT = 50
+USERS_PAGE_MAX = 200
 
 
 class BaseSchema(ma.Schema):
@@ -153,9 +155,11 @@ class UserListQuerySchema(ma.Schema):
         unknown = ma.EXCLUDE
 
     limit = PageSize(
-        load_default=None,
+        load_default=USERS_PAGE_DEFAULT,
         validate=validate.Range(min=1),
-        metadata={"description": "Page size: default 50, larger values count as 200."},
+        metadata={
+            "description": f"Page size; values above {USERS_PAGE_MAX} count as {USERS_PAGE_MAX}."
+        },
     )
     cursor = Cursor(metadata={"description": "Opaque; from the Link rel=next header."})
 

@@ -1,7 +1,7 @@
 """Blueprint "users": the caller's account, and every account for admins."""
 
 import sqlalchemy as sa
-from flask import current_app, jsonify, url_for
+from flask import jsonify, url_for
 from flask_jwt_extended import current_user, get_current_user, get_jwt
 
 from authsvc import accounts, audit
@@ -14,6 +14,7 @@ from authsvc.parsing import Blueprint
 from authsvc.passwords import hash_password, refuse_weak_password, verify_password
 from authsvc.schemas import (
     MAX_USER_ID,
+    USERS_PAGE_MAX,
     MeSchema,
     PasswordChangeSchema,
     TokenPairSchema,
@@ -129,17 +130,22 @@ def change_password(passwords):
     return tokens
 
 
+LINK_HEADER = {
+    "description": 'The next page, while there is one: `<URL>; rel="next"` (RFC 8288).',
+    "schema": {"type": "string"},
+}
+
+
 @bp.get("")
-@bp.response(200, UserSchema(many=True))
+@bp.response(200, UserSchema(many=True), headers={"Link": LINK_HEADER})
 @bp.alt_response(401, response="UNAUTHORIZED")
 @bp.alt_response(403, response="FORBIDDEN")
 @token_required()
 @bp.arguments(UserListQuerySchema, location="query", as_kwargs=True)
-def list_users(limit=None, cursor=None):
+def list_users(limit, cursor=None):
     """Return one page of users by id; a Link header names the next page."""
     require_admin()
-    config = current_app.config
-    limit = min(limit or config["USERS_PAGE_DEFAULT"], config["USERS_PAGE_MAX"])
+    limit = min(limit, USERS_PAGE_MAX)
     # Plain rows rather than ORM objects: a page is read, never changed.
     page = db.session.execute(
         sa.select(User.id, User.email, User.role, User.disabled, User.created_at)

@@ -1,9 +1,19 @@
-"""Fixtures: an app on a real database (SQLite, and PostgreSQL when there is one)."""
+"""Fixtures: an app on a real database (SQLite, and PostgreSQL when there is one).
 
+PostgreSQL, Redis and Chromium are used where they are: PostgreSQL and Redis
+on their default local ports unless TEST_POSTGRES_URL / TEST_REDIS_URL name
+others. A test that needs one that is missing is skipped (under CI=true it
+fails), and the run ends with one line saying what was skipped, why, and
+how to include it.
+"""
+
+import functools
 import os
+import re
 import uuid
 
 import pytest
+import redis
 import sqlalchemy as sa
 from flask_migrate import upgrade
 
@@ -15,9 +25,63 @@ from authsvc.passwords import hash_password
 PASSWORD = "violet-kettle-orbit-42"
 TEST_SECRET = "a-test-signing-key-that-is-long-enough-for-hs256"
 CI = os.environ.get("CI", "").lower() == "true"
-POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL") or (
-    "postgresql+psycopg://postgres@127.0.0.1:5432/test" if CI else None
+POSTGRES_URL = (
+    os.environ.get("TEST_POSTGRES_URL") or "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+REDIS_URL = os.environ.get("TEST_REDIS_URL") or "redis://127.0.0.1:6379/0"
+HOW_TO_INCLUDE = {
+    "PostgreSQL": "start PostgreSQL on 127.0.0.1:5432 (user postgres, database test) "
+    "or set TEST_POSTGRES_URL",
+    "Redis": "start Redis on 127.0.0.1:6379 or set TEST_REDIS_URL",
+    "Chromium": "apt-get install chromium chromium-driver",
+}
+SKIP_REASON = re.compile(r"no (?P<service>\w+) \((?P<why>.*)\)", re.DOTALL)
+USED = {}
+
+pytest_plugins = ["browser"]
+
+
+def skip_without(service, why):
+    """Skip a test that needs a service this machine lacks; fail it under CI=true."""
+    if CI:
+        pytest.fail(f"{service} is required under CI=true: {why}")
+    pytest.skip(f"no {service} ({why})")
+
+
+def first_line(error):
+    """Return the first line of an exception's message (or of its cause's)."""
+    return str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+
+
+@functools.cache
+def postgres_problem():
+    """Return why the PostgreSQL server cannot be used, or None when it answers."""
+    engine = sa.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect():
+            return None
+    except sa.exc.SQLAlchemyError as error:
+        return first_line(error)
+    finally:
+        engine.dispose()
+
+
+@functools.cache
+def redis_problem():
+    """Return why the Redis server cannot be used, or None when it answers."""
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as error:
+        return first_line(error)
+    return None
+
+
+def redis_server():
+    """Return the URL of a Redis that answers; skip without one (fail under CI=true)."""
+    if problem := redis_problem():
+        skip_without("Redis", f"{REDIS_URL}: {problem}")
+    USED["Redis"] = REDIS_URL
+    return REDIS_URL
 
 
 def settings(database_url, **extra):
@@ -36,19 +100,14 @@ def settings(database_url, **extra):
 
 def postgres_database():
     """Create a throwaway PostgreSQL database; yield its URL; drop it."""
-    if POSTGRES_URL is None:
-        pytest.skip("no PostgreSQL: set TEST_POSTGRES_URL (CI=true uses 127.0.0.1:5432)")
     server = sa.make_url(POSTGRES_URL)
+    if problem := postgres_problem():
+        skip_without("PostgreSQL", f"{server.render_as_string()}: {problem}")
+    USED["PostgreSQL"] = server.render_as_string()
     name = f"authsvc_test_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as error:
-        admin.dispose()
-        if CI:
-            pytest.fail(f"PostgreSQL is required under CI=true and unreachable: {error}")
-        pytest.skip(f"PostgreSQL unreachable: {error}")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
     yield server.set(database=name).render_as_string(hide_password=False)
     with admin.connect() as connection:
         connection.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
@@ -153,3 +212,28 @@ def auth(app, client, password_hash):
 def bearer(token):
     """Return the Authorization header for a token."""
     return {"Authorization": f"Bearer {token}"}
+
+
+def describe_skipped(service, count, why):
+    """Say how many tests a missing service skipped, why, and how to include them."""
+    if service not in HOW_TO_INCLUDE:
+        return f"{count} other test(s) (pytest -rs says why)"
+    return f"{count} {service} test(s) ({why}; to include them, {HOW_TO_INCLUDE[service]})"
+
+
+def pytest_terminal_summary(terminalreporter):
+    """End the run with one line: what was skipped, why, and how to include it."""
+    skipped = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else ""
+        match = SKIP_REASON.fullmatch(reason.removeprefix("Skipped: "))
+        service, why = (match["service"], match["why"]) if match else ("other", reason)
+        skipped.setdefault(service, [0, why])[0] += 1
+    if not skipped:
+        used = ", ".join(f"{service} ({where})" for service, where in USED.items())
+        line = "authsvc: nothing skipped" + (f"; used {used}" if used else "")
+    else:
+        line = "authsvc: skipped " + "; ".join(
+            describe_skipped(service, count, why) for service, (count, why) in skipped.items()
+        )
+    terminalreporter.write_line(line)

@@ -1,10 +1,12 @@
 """The `users` CLI group."""
 
+import pytest
 import sqlalchemy as sa
-from conftest import PASSWORD
+from conftest import PASSWORD, bearer, settings
 
+from authsvc import create_app
 from authsvc.extensions import db
-from authsvc.models import User
+from authsvc.models import AuthEvent, User
 from authsvc.passwords import verify_password
 
 
@@ -147,3 +149,109 @@ def test_sessions_purge_removes_only_long_ended_sessions(runner, auth, app, clie
     assert runner.invoke(args=["sessions", "purge", "--retention", "0"]).output.startswith(
         "Removed 1 "
     )
+
+
+def trail(app):
+    """Return the audit trail as (source, event, user_id, key_id) tuples, oldest first."""
+    with app.app_context():
+        rows = db.session.scalars(sa.select(AuthEvent).order_by(AuthEvent.id)).all()
+        return [(row.source, row.event, row.user_id, row.key_id) for row in rows]
+
+
+def test_user_commands_leave_an_audit_trail_marked_cli(runner, auth, app):
+    """create, set-role, disable, enable and delete each record one event from the CLI."""
+    auth.create_user("boss@example.com", role="admin")
+    stdin = PASSWORD + "\n"
+    runner.invoke(args=["users", "create", "ops@example.com", "--password-stdin"], input=stdin)
+    user_id = stored_user(app, "ops@example.com").id
+    for args in (["set-role", "ops@example.com", "admin"], ["disable", "ops@example.com"]):
+        assert runner.invoke(args=["users", *args]).exit_code == 0
+    assert runner.invoke(args=["users", "enable", "ops@example.com"]).exit_code == 0
+    assert runner.invoke(args=["users", "delete", "ops@example.com", "--yes"]).exit_code == 0
+    assert trail(app) == [
+        ("cli", "user_created", user_id, None),
+        ("cli", "user_updated", user_id, None),
+        ("cli", "user_updated", user_id, None),
+        ("cli", "user_updated", user_id, None),
+        ("cli", "user_deleted", user_id, None),
+    ]
+
+
+def test_refused_cli_changes_leave_no_event(runner, auth, app):
+    """A last-admin refusal or a duplicate email records nothing."""
+    auth.create_user("boss@example.com", role="admin")
+    assert runner.invoke(args=["users", "set-role", "boss@example.com", "user"]).exit_code == 1
+    assert runner.invoke(args=["users", "delete", "boss@example.com", "--yes"]).exit_code == 1
+    duplicate = ["users", "create", "boss@example.com", "--password-stdin"]
+    assert runner.invoke(args=duplicate, input=PASSWORD + "\n").exit_code == 1
+    assert trail(app) == []
+
+
+def test_api_changes_are_marked_api(auth, client, app):
+    """The same change through the API is recorded with source api."""
+    admin = auth.admin()
+    user_id = auth.create_user("u@example.com")
+    response = client.patch(
+        f"/users/{user_id}", json={"role": "admin"}, headers=bearer(admin["accessToken"])
+    )
+    assert response.status_code == 200
+    assert ("api", "user_updated", user_id, None) in trail(app)
+
+
+def test_key_commands_are_audited_with_their_kid(database_url, app):
+    """keys rotate and keys retire record the kid they acted on."""
+    keyed = create_app(settings(database_url, JWT_ALGORITHM="EdDSA"))
+    runner = keyed.test_cli_runner()
+    kid = runner.invoke(args=["keys", "rotate"]).output.split()[1]
+    assert runner.invoke(args=["keys", "retire", kid]).exit_code == 0
+    assert trail(app) == [("cli", "key_rotated", None, kid), ("cli", "key_retired", None, kid)]
+
+
+def test_sessions_purge_is_audited(runner, app):
+    """Each purge records one event, whatever it removed."""
+    assert runner.invoke(args=["sessions", "purge"]).exit_code == 0
+    assert trail(app) == [("cli", "sessions_purged", None, None)]
+
+
+@pytest.mark.parametrize(
+    ("role", "message"),
+    [("admin", "a@example.com is now an admin."), ("user", "a@example.com is now a plain user.")],
+)
+def test_set_role_says_what_the_user_is_now(runner, auth, role, message):
+    """`users set-role` answers in a sentence."""
+    auth.create_user("a@example.com", role="admin" if role == "user" else "user")
+    auth.create_user("boss@example.com", role="admin")
+    result = runner.invoke(args=["users", "set-role", "a@example.com", role])
+    assert result.exit_code == 0 and result.output.strip() == message
+
+
+def test_keys_list_under_hs256_says_there_is_no_key_list(runner):
+    """Under HS256 `keys list` says that JWT_SECRET_KEY signs, instead of printing nothing."""
+    result = runner.invoke(args=["keys", "list"])
+    assert result.exit_code == 0
+    assert "HS256" in result.output and "JWT_SECRET_KEY" in result.output
+
+
+@pytest.mark.parametrize("count", ["0", "-1"])
+def test_audit_tail_refuses_non_positive_counts(runner, count):
+    """-n takes a positive count only."""
+    result = runner.invoke(args=["audit", "tail", "-n", count])
+    assert result.exit_code == 2 and "x>=1" in result.output
+
+
+def test_audit_tail_shows_the_source(runner, auth):
+    """Each line says whether the event came from the API or the CLI."""
+    auth.signup()
+    runner.invoke(args=["users", "disable", "user@example.com"])
+    lines = runner.invoke(args=["audit", "tail"]).output.splitlines()
+    assert [line.split()[1:3] for line in lines] == [["api", "signup"], ["cli", "user_updated"]]
+
+
+def test_audit_tail_finds_a_deleted_users_events_by_id(runner, auth):
+    """--user takes an id too, which still finds the events of a deleted user."""
+    user_id = auth.signup("gone@example.com")["id"]
+    runner.invoke(args=["users", "delete", "gone@example.com", "--yes"])
+    by_email = runner.invoke(args=["audit", "tail", "--user", "gone@example.com"])
+    assert by_email.exit_code == 1 and "--user ID" in by_email.output
+    by_id = runner.invoke(args=["audit", "tail", "--user", str(user_id)])
+    assert [line.split()[2] for line in by_id.output.splitlines()] == ["signup", "user_deleted"]

@@ -12,6 +12,7 @@ import time
 import jwt
 import pytest
 import requests
+from conftest import redis_server
 from live import ROOT, flask_cli, free_port, gunicorn, migrated, service_environment
 
 PASSWORD = "violet-kettle-orbit-42"
@@ -200,14 +201,10 @@ def test_rate_limits_fall_back_to_memory_when_redis_is_down(tmp_path):
 
 def test_redis_counters_are_shared_between_instances(tmp_path):
     """Two instances on one Redis count one account's failures together."""
-    from test_limits import REDIS_URL
-
-    if REDIS_URL is None:
-        pytest.skip("no Redis: set TEST_REDIS_URL (CI=true uses 127.0.0.1:6379)")
     env = service_environment(
         tmp_path,
         RATELIMIT_ENABLED="1",
-        RATELIMIT_STORAGE_URI=REDIS_URL,
+        RATELIMIT_STORAGE_URI=redis_server(),
         RATELIMIT_SIGNIN_PER_EMAIL="4 per minute",
     )
     migrated(env)

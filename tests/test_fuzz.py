@@ -26,6 +26,8 @@ CONFIG = schemathesis.Config.from_dict(
             "status_code_conformance": {"enabled": True},
             "content_type_conformance": {"enabled": True},
             "response_schema_conformance": {"enabled": True},
+            # X-Request-ID on every response, Link on a users page: as declared.
+            "response_headers_conformance": {"enabled": True},
             # Valid JSON Schema is not valid input: an address must pass
             # email-validator, a cursor must be one the service made, so a
             # schema-valid request may rightly get 422.

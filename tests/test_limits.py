@@ -1,16 +1,14 @@
 """Rate limits: per address, per email, per session; in memory and in Redis."""
 
 import hashlib
-import os
 import uuid
 
 import pytest
 import redis
-from conftest import CI, PASSWORD, bearer, settings
+from conftest import PASSWORD, bearer, redis_server, settings
 
 from authsvc import create_app
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL") or ("redis://127.0.0.1:6379/0" if CI else None)
 WRONG = "wrong-password-42"
 
 
@@ -157,15 +155,7 @@ def test_forwarded_for_is_used_behind_a_trusted_proxy(limited):
 @pytest.fixture
 def redis_url():
     """Return the URL of a reachable Redis, or skip (fail under CI=true)."""
-    if REDIS_URL is None:
-        pytest.skip("no Redis: set TEST_REDIS_URL (CI=true uses 127.0.0.1:6379)")
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except redis.RedisError as error:
-        if CI:
-            pytest.fail(f"Redis is required under CI=true and unreachable: {error}")
-        pytest.skip(f"Redis unreachable: {error}")
-    return REDIS_URL
+    return redis_server()
 
 
 def test_counters_live_in_redis(limited, redis_url):

@@ -16,9 +16,8 @@ from collections import Counter
 import pytest
 import requests
 import sqlalchemy as sa
-from conftest import postgres_database
+from conftest import postgres_database, redis_server
 from live import gunicorn, migrated, service_environment
-from test_limits import REDIS_URL
 
 PASSWORD = "violet-kettle-orbit-42"
 GRACE = 2
@@ -32,15 +31,14 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def instances(tmp_path_factory):
     """Start two instances on one fresh PostgreSQL database and one Redis."""
-    if REDIS_URL is None:
-        pytest.skip("no Redis: set TEST_REDIS_URL (CI=true uses 127.0.0.1:6379)")
+    redis_url = redis_server()
     databases = postgres_database()
     url = next(databases)
     env = service_environment(
         tmp_path_factory.mktemp("scale"),
         DATABASE_URL=url,
         RATELIMIT_ENABLED="1",
-        RATELIMIT_STORAGE_URI=REDIS_URL,
+        RATELIMIT_STORAGE_URI=redis_url,
         RATELIMIT_SIGNIN_PER_EMAIL="5 per minute",
         RATELIMIT_SIGNIN_PER_ADDRESS="100000 per minute",
         RATELIMIT_SIGNUP_PER_ADDRESS="100000 per minute",

@@ -1,5 +1,8 @@
 """Probes, the OpenAPI document, and what every response carries."""
 
+import json
+from html.parser import HTMLParser
+
 import pytest
 from conftest import settings
 
@@ -50,10 +53,48 @@ def test_openapi_documents_errors_as_problems(client):
     assert spec["paths"]["/users/me"]["get"]["security"] == [{"bearerAuth": []}]
 
 
-def test_docs_page_is_served(client):
-    """/docs serves the interactive documentation."""
+class Scripts(HTMLParser):
+    """Collect a page's <script> elements: their src and their inline text."""
+
+    def __init__(self):
+        super().__init__()
+        self.sources, self.inline, self._in_script = [], "", False
+
+    def handle_starttag(self, tag, attrs):
+        """Note a script's src."""
+        if tag == "script":
+            self._in_script = True
+            self.sources.append(dict(attrs).get("src"))
+
+    def handle_endtag(self, tag):
+        """Leave a script."""
+        self._in_script = self._in_script and tag != "script"
+
+    def handle_data(self, data):
+        """Keep any text inside a script."""
+        if self._in_script:
+            self.inline += data.strip()
+
+
+def test_docs_page_is_utf8_with_no_inline_script(client):
+    """/docs declares UTF-8 and loads every script from the service itself."""
     response = client.get("/docs")
-    assert response.status_code == 200 and b"swagger" in response.data.lower()
+    assert response.status_code == 200 and b'<meta charset="utf-8">' in response.data
+    scripts = Scripts()
+    scripts.feed(response.text)
+    assert scripts.inline == "" and scripts.sources
+    assert all(source.startswith("/docs/static/") for source in scripts.sources)
+    for source in scripts.sources:
+        served = client.get(source)
+        assert served.status_code == 200 and served.mimetype == "text/javascript"
+
+
+def test_docs_policy_names_no_cdn_and_no_inline_script(client):
+    """The docs page's CSP allows this service's own files only."""
+    policy = client.get("/docs").headers["Content-Security-Policy"]
+    directives = dict(d.strip().split(" ", 1) for d in policy.split(";"))
+    assert directives["script-src"] == "'self'" and directives["default-src"] == "'none'"
+    assert "unsafe" not in policy and "http" not in policy
 
 
 def test_request_id_is_echoed(client):
@@ -74,3 +115,45 @@ def test_request_id_is_on_errors_too(client):
     """Even a 404 carries the request id."""
     response = client.get("/nowhere", headers={"X-Request-ID": "req-1"})
     assert response.status_code == 404 and response.headers["X-Request-ID"] == "req-1"
+
+
+def operations(spec):
+    """Yield (method, path, operation) for every operation of an OpenAPI document."""
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            if method != "parameters":
+                yield method, path, operation
+
+
+def test_openapi_declares_request_id_on_every_response(client):
+    """Every response of every operation, inline or shared, declares X-Request-ID."""
+    spec = client.get("/openapi.json").json
+    shared = spec["components"]["responses"]
+    declared = spec["components"]["headers"]["X-Request-ID"]
+    assert declared["required"] is True
+    for method, path, operation in operations(spec):
+        for status, response in operation["responses"].items():
+            if "$ref" in response:
+                response = shared[response["$ref"].rsplit("/", 1)[1]]
+            headers = response.get("headers", {})
+            assert headers.get("X-Request-ID") == {"$ref": "#/components/headers/X-Request-ID"}, (
+                f"{method.upper()} {path} {status}"
+            )
+
+
+def test_openapi_declares_paging_of_users(client):
+    """GET /users declares its Link header and a limit that defaults to 50."""
+    operation = client.get("/openapi.json").json["paths"]["/users"]["get"]
+    assert "Link" in operation["responses"]["200"]["headers"]
+    (limit,) = [p for p in operation["parameters"] if p["name"] == "limit"]
+    assert limit["schema"]["default"] == 50 and limit["schema"]["minimum"] == 1
+    assert "200" in limit["description"]
+
+
+def test_openapi_schemas_are_all_used(client):
+    """Every schema in components is referenced somewhere else in the document."""
+    spec = client.get("/openapi.json").json
+    schemas = spec["components"].pop("schemas")
+    text = json.dumps(spec) + json.dumps(schemas)
+    unused = [name for name in schemas if text.count(f'"#/components/schemas/{name}"') == 0]
+    assert unused == []
