@@ -88,6 +88,7 @@ def from_environment(environ=os.environ):
         "TESTING": testing,
         "SQLALCHEMY_DATABASE_URI": environ.get("DATABASE_URL") or None,
         "JWT_SECRET_KEY": environ.get("JWT_SECRET_KEY") or None,
+        "JWT_PREVIOUS_SECRET_KEY": environ.get("JWT_PREVIOUS_SECRET_KEY") or None,
         "JWT_ALGORITHM": _choice(environ, "JWT_ALGORITHM", "HS256", ALGORITHMS),
         "JWT_ACCESS_TOKEN_EXPIRES": timedelta(seconds=access_ttl),
         "JWT_REFRESH_TOKEN_EXPIRES": timedelta(seconds=refresh_ttl),

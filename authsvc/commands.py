@@ -10,7 +10,7 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy.exc import IntegrityError
 
-from authsvc import accounts, keys
+from authsvc import accounts, keys, sealing
 from authsvc.errors import Problem
 from authsvc.extensions import db
 from authsvc.models import AuthEvent, Session, SigningKey, User, utcnow
@@ -181,6 +181,23 @@ def retire_key(kid):
         raise click.ClickException(f"no key {kid} that is not already retired")
     db.session.commit()
     click.echo(f"Key {kid} is retired: its tokens are refused within seconds.")
+
+
+@keys_cli.command("reseal")
+def reseal():
+    """Encrypt every stored secret again with the current JWT_SECRET_KEY.
+
+    After changing JWT_SECRET_KEY, run this with the old value in
+    JWT_PREVIOUS_SECRET_KEY; then the old value can go.
+    """
+    try:
+        count = keys.reseal_keys()
+    except sealing.SealError as error:
+        raise click.ClickException(
+            f"{error}; set JWT_PREVIOUS_SECRET_KEY to the old secret"
+        ) from None
+    db.session.commit()
+    click.echo(f"Sealed again with the current JWT_SECRET_KEY: {count} signing key(s).")
 
 
 audit_cli = AppGroup("audit", help="Read the audit trail.")

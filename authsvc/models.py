@@ -90,8 +90,9 @@ class AuthEvent(db.Model):
 class SigningKey(db.Model):
     """An EdDSA or RS256 key pair that signs tokens, shared by every instance.
 
-    The private half is stored as PKCS#8 PEM encrypted with JWT_SECRET_KEY,
-    so a copy of the database alone does not give away the signing key.
+    The private half (column private_pem) is its PKCS#8 PEM sealed with
+    sealing.py, so a copy of the database alone does not give away the
+    signing key.
     """
 
     __tablename__ = "signing_keys"
