@@ -126,6 +126,11 @@ class UserSchema(BaseSchema):
     email = fields.String(required=True)
     role = fields.String(required=True, validate=validate.OneOf(("user", "admin")))
     created_at = Timestamp(data_key="createdAt", required=True)
+    mfa_enabled = fields.Boolean(
+        data_key="mfaEnabled",
+        required=True,
+        metadata={"description": "Whether signin asks for a second factor (TOTP)."},
+    )
     disabled = fields.Boolean(metadata={"description": "Shown to admins only."})
 
 

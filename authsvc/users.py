@@ -38,6 +38,7 @@ def user_document(user, for_admin):
         "email": user.email,
         "role": user.role,
         "created_at": user.created_at,
+        "mfa_enabled": user.mfa_enabled,
     }
     if for_admin:
         document["disabled"] = user.disabled
@@ -57,6 +58,7 @@ def page_document(rows):
             "email": row.email,
             "role": row.role,
             "createdAt": format_timestamp(row.created_at),
+            "mfaEnabled": row.mfa_enabled,
             "disabled": row.disabled,
         }
         for row in rows
@@ -123,7 +125,8 @@ def change_password(passwords):
     refuse_weak_password(passwords["new_password"], user.email, field="newPassword")
     user.password_hash = hash_password(passwords["new_password"])
     revoke_sessions_of(user.id)
-    session, tokens = open_session(user)
+    # The new session was proven as the caller's was: a password change is no second factor.
+    session, tokens = open_session(user, amr=current_user.amr)
     audit.record("password_changed", user.id, session.id)
     db.session.commit()
     return tokens
@@ -142,7 +145,7 @@ def list_users(limit=None, cursor=None):
     limit = min(limit or config["USERS_PAGE_DEFAULT"], config["USERS_PAGE_MAX"])
     # Plain rows rather than ORM objects: a page is read, never changed.
     page = db.session.execute(
-        sa.select(User.id, User.email, User.role, User.disabled, User.created_at)
+        sa.select(User.id, User.email, User.role, User.disabled, User.created_at, User.mfa_enabled)
         .where(User.id > (cursor or 0))
         .order_by(User.id)
         .limit(limit + 1)
