@@ -120,6 +120,11 @@ def from_environment(environ=os.environ):
         "RATELIMIT_PASSWORD_PER_USER": _rate(
             environ, "RATELIMIT_PASSWORD_PER_USER", "5 per minute;20 per hour"
         ),
+        "RATELIMIT_MFA_PER_USER": _rate(
+            environ, "RATELIMIT_MFA_PER_USER", "5 per minute;20 per hour"
+        ),
+        "MFA_TOKEN_TTL": _integer(environ, "MFA_TOKEN_TTL", 300, minimum=1),
+        "MFA_ISSUER": environ.get("MFA_ISSUER") or "authsvc",
         "SESSION_RETENTION": _integer(environ, "SESSION_RETENTION", 2592000),
         "ACCESS_LOG": _flag(environ, "ACCESS_LOG", not testing),
         "TRUSTED_PROXIES": _integer(environ, "TRUSTED_PROXIES", 0),

@@ -76,8 +76,8 @@ def register_extensions(app):
 
 
 def register_blueprints(app):
-    """Register the auth, users and service blueprints, documented in one spec."""
-    from authsvc import auth, service, users
+    """Register the auth, mfa, users and service blueprints, documented in one spec."""
+    from authsvc import auth, mfa, service, users
 
     # flask-smorest keeps one app's spec on its Api object, so each app gets
     # its own rather than sharing a module-level instance.
@@ -85,5 +85,5 @@ def register_blueprints(app):
     api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     )
-    for module in (auth, users, service):
+    for module in (auth, mfa, users, service):
         api.register_blueprint(module.bp)

@@ -21,6 +21,16 @@ EVENTS = (
     "account_deleted",
     "user_updated",
     "user_deleted",
+    "mfa_enrollment_started",
+    "mfa_enabled",
+    "mfa_disabled",
+    "mfa_reset",
+    "mfa_challenged",
+    "mfa_failed",
+    "mfa_password_failed",
+    "signin_mfa",
+    "recovery_code_used",
+    "recovery_codes_regenerated",
 )
 
 

@@ -160,13 +160,12 @@ def revoke_session(session_id, user_id=None):
     return result.rowcount == 1
 
 
-def revoke_sessions_of(user_id):
-    """Close every open session of a user."""
-    db.session.execute(
-        sessions.update()
-        .where(sessions.c.user_id == user_id, sessions.c.revoked_at.is_(None))
-        .values(revoked_at=utcnow())
-    )
+def revoke_sessions_of(user_id, keep=None):
+    """Close every open session of a user, but the one named `keep`, if given."""
+    condition = sa.and_(sessions.c.user_id == user_id, sessions.c.revoked_at.is_(None))
+    if keep is not None:
+        condition = sa.and_(condition, sessions.c.id != keep)
+    db.session.execute(sessions.update().where(condition).values(revoked_at=utcnow()))
 
 
 def _current_pair(row):

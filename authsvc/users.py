@@ -4,11 +4,11 @@ import sqlalchemy as sa
 from flask import current_app, jsonify, url_for
 from flask_jwt_extended import current_user, get_current_user, get_jwt
 
-from authsvc import accounts, audit
+from authsvc import accounts, audit, totp
 from authsvc.bearer import token_required
 from authsvc.errors import Problem
 from authsvc.extensions import db
-from authsvc.limits import limit_password_change
+from authsvc.limits import limit_current_password
 from authsvc.models import User
 from authsvc.parsing import Blueprint
 from authsvc.passwords import hash_password, refuse_weak_password, verify_password
@@ -114,7 +114,7 @@ def delete_me():
 @bp.alt_response(429, response="TOO_MANY_REQUESTS")
 @token_required()
 @bp.arguments(PasswordChangeSchema)
-@limit_password_change
+@limit_current_password
 def change_password(passwords):
     """Replace the caller's password, end every session, and open a new one."""
     user = user_or_404(current_user.id)
@@ -202,4 +202,19 @@ def delete_user(user_id):
     require_admin()
     accounts.delete_user(user_or_404(user_id))
     audit.record("user_deleted", user_id, current_user.session_id)
+    db.session.commit()
+
+
+@bp.delete("/<int:user_id>/mfa")
+@bp.response(204)
+@bp.alt_response(401, response="UNAUTHORIZED")
+@bp.alt_response(403, response="FORBIDDEN")
+@bp.alt_response(404, response="NOT_FOUND")
+@bp.alt_response(409, response="CONFLICT")
+@token_required()
+def reset_mfa(user_id):
+    """Turn a user's MFA off and end all their sessions (admins only)."""
+    require_admin()
+    if not totp.reset(user_or_404(user_id).id, current_user.session_id):
+        raise totp.MFA_NOT_ENABLED
     db.session.commit()
