@@ -22,10 +22,10 @@ def test_migrations_match_the_models(app):
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def blank_url(request, tmp_path):
-    """Yield the URL of a database of each kind without any schema."""
+def empty_database_url(request, tmp_path):
+    """Yield the URL of an empty database of each kind, with no schema at all."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'blank.db'}"
+        yield f"sqlite:///{tmp_path / 'authsvc.db'}"
     else:
         yield from postgres_database()
 
@@ -61,13 +61,13 @@ def insert_signed_in_user(session_id):
     return refresh_token
 
 
-def test_second_factor_migration_keeps_users_and_their_sessions(blank_url):
+def test_second_factor_migration_keeps_users_and_their_sessions(empty_database_url):
     """A database at the previous head, with a signed-in user, upgrades and keeps working.
 
     On SQLite, batch mode would rebuild `users`, and dropping the old table
     would cascade to every session: the migration must add its column in place.
     """
-    app = create_app(settings(blank_url))
+    app = create_app(settings(empty_database_url))
     with app.app_context():
         upgrade(revision="a483ecb9716d")
         refresh_token = insert_signed_in_user("session-before-mfa")
