@@ -88,6 +88,7 @@ def from_environment(environ=os.environ):
         "TESTING": testing,
         "SQLALCHEMY_DATABASE_URI": environ.get("DATABASE_URL") or None,
         "JWT_SECRET_KEY": environ.get("JWT_SECRET_KEY") or None,
+        "JWT_PREVIOUS_SECRET_KEY": environ.get("JWT_PREVIOUS_SECRET_KEY") or None,
         "JWT_ALGORITHM": _choice(environ, "JWT_ALGORITHM", "HS256", ALGORITHMS),
         "JWT_ACCESS_TOKEN_EXPIRES": timedelta(seconds=access_ttl),
         "JWT_REFRESH_TOKEN_EXPIRES": timedelta(seconds=refresh_ttl),
@@ -120,6 +121,11 @@ def from_environment(environ=os.environ):
         "RATELIMIT_PASSWORD_PER_USER": _rate(
             environ, "RATELIMIT_PASSWORD_PER_USER", "5 per minute;20 per hour"
         ),
+        "RATELIMIT_MFA_PER_USER": _rate(
+            environ, "RATELIMIT_MFA_PER_USER", "5 per minute;20 per hour"
+        ),
+        "MFA_TOKEN_TTL": _integer(environ, "MFA_TOKEN_TTL", 300, minimum=1),
+        "MFA_ISSUER": environ.get("MFA_ISSUER") or "authsvc",
         "SESSION_RETENTION": _integer(environ, "SESSION_RETENTION", 2592000),
         "ACCESS_LOG": _flag(environ, "ACCESS_LOG", not testing),
         "TRUSTED_PROXIES": _integer(environ, "TRUSTED_PROXIES", 0),

@@ -76,8 +76,8 @@ def register_extensions(app):
 
 
 def register_blueprints(app):
-    """Register the auth, users and service blueprints, documented in one spec, and /docs."""
-    from authsvc import auth, docs, service, users
+    """Register the auth, mfa, users and service blueprints, documented in one spec, and /docs."""
+    from authsvc import auth, docs, mfa, service, users
 
     # flask-smorest keeps one app's spec on its Api object, so each app gets
     # its own rather than sharing a module-level instance.
@@ -85,6 +85,6 @@ def register_blueprints(app):
     api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     )
-    for module in (auth, users, service):
+    for module in (auth, mfa, users, service):
         api.register_blueprint(module.bp)
     app.register_blueprint(docs.bp)

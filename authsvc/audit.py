@@ -25,6 +25,16 @@ EVENTS = (
     "key_rotated",
     "key_retired",
     "sessions_purged",
+    "mfa_enrollment_started",
+    "mfa_enabled",
+    "mfa_disabled",
+    "mfa_reset",
+    "mfa_challenged",
+    "mfa_failed",
+    "mfa_password_failed",
+    "signin_mfa",
+    "recovery_code_used",
+    "recovery_codes_regenerated",
 )
 
 

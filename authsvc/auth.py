@@ -7,9 +7,10 @@ from sqlalchemy.exc import IntegrityError
 
 from authsvc import audit
 from authsvc.bearer import token_required
-from authsvc.errors import Problem
+from authsvc.errors import PROBLEM_MIMETYPE, Problem
 from authsvc.extensions import db
 from authsvc.limits import limit_refresh, limit_signin, limit_signup
+from authsvc.mfa import second_factor_required
 from authsvc.models import Session, User, utcnow
 from authsvc.parsing import Blueprint
 from authsvc.passwords import (
@@ -19,7 +20,13 @@ from authsvc.passwords import (
     verify_dummy,
     verify_password,
 )
-from authsvc.schemas import CredentialsSchema, SessionSchema, SignedInSchema, TokenPairSchema
+from authsvc.schemas import (
+    CredentialsSchema,
+    MfaRequiredSchema,
+    SessionSchema,
+    SignedInSchema,
+    TokenPairSchema,
+)
 from authsvc.tokens import (
     SESSION_ID,
     open_session,
@@ -81,12 +88,19 @@ def signup(credentials):
 @bp.arguments(CredentialsSchema)
 @bp.response(200, SignedInSchema)
 @bp.alt_response(401, response="UNAUTHORIZED")
-@bp.alt_response(403, response="FORBIDDEN")
+@bp.alt_response(
+    403,
+    schema=MfaRequiredSchema,
+    content_type=PROBLEM_MIMETYPE,
+    description="account_disabled; or mfa_required, with the mfaToken for /auth/signin/mfa",
+)
 @bp.alt_response(429, response="TOO_MANY_REQUESTS")
 @limit_signin
 def signin(credentials):
-    """Open a new session for a user who knows their password."""
+    """Open a new session for a user who knows their password (and has no second factor)."""
     user = authenticate(credentials["email"], credentials["password"])
+    if user.mfa_enabled:
+        raise second_factor_required(user)
     session, tokens = open_session(user)
     audit.record("signin", user.id, session.id)
     db.session.commit()

@@ -5,12 +5,16 @@ when a token was presented.
 """
 
 import copy
+import functools
 
 from flask import request
-from flask_jwt_extended import jwt_required
+from flask_jwt_extended import get_current_user, jwt_required
 
-from authsvc.errors import problem
+from authsvc.errors import Problem, problem
 from authsvc.extensions import jwt
+from authsvc.models import amr_methods
+
+SECOND_FACTORS = {"otp", "recovery"}
 
 CHALLENGE_DESCRIPTIONS = {
     "invalid_token": "The token is invalid",
@@ -71,11 +75,40 @@ def stale_token(jwt_header, claims):
     )
 
 
+def second_factor_fresh(view):
+    """Refuse a token of an MFA user unless its session began with a second factor.
+
+    For a user with MFA on, a token is fresh only if it is recent (the `fresh`
+    claim, checked before) and its session came from /auth/signin/mfa. The
+    session's amr and the user's current mfa_enabled come from the row the
+    revocation check read, so this costs no query.
+    """
+
+    @functools.wraps(view)
+    def checked(*args, **kwargs):
+        row = get_current_user()
+        if row.mfa_enabled and not SECOND_FACTORS.intersection(amr_methods(row.amr)):
+            raise Problem(
+                401,
+                "fresh_token_required",
+                "This needs an access token from a recent signin with your second factor.",
+                headers={"WWW-Authenticate": challenge("fresh_token_required")},
+            )
+        return view(*args, **kwargs)
+
+    return checked
+
+
 def token_required(refresh=False, fresh=False):
-    """Require a Bearer token on a view and document it in the OpenAPI spec."""
+    """Require a Bearer token on a view and document it in the OpenAPI spec.
+
+    A fresh token is one from a recent signin; for a user with MFA on, from a
+    recent signin with the second factor.
+    """
 
     def decorator(view):
-        protected = jwt_required(refresh=refresh, fresh=fresh)(view)
+        guarded = second_factor_fresh(view) if fresh else view
+        protected = jwt_required(refresh=refresh, fresh=fresh)(guarded)
         # What Blueprint.doc(security=...) records, without the extra layer
         # of wrapper it would add to every authenticated request.
         apidoc = copy.deepcopy(getattr(protected, "_apidoc", {}))

@@ -10,7 +10,7 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy.exc import IntegrityError
 
-from authsvc import accounts, audit, keys
+from authsvc import accounts, audit, keys, sealing, totp
 from authsvc.errors import Problem
 from authsvc.extensions import db
 from authsvc.models import AuthEvent, Session, SigningKey, User, utcnow
@@ -129,6 +129,17 @@ def delete_user(email):
     click.echo(f"Deleted {email.strip().lower()}.")
 
 
+@users_cli.command("mfa-reset")
+@click.argument("email")
+def mfa_reset(email):
+    """Turn a user's MFA off and end their sessions (say, their authenticator is lost)."""
+    user = user_by_email(email)
+    if not totp.reset(user.id):
+        raise click.ClickException(f"{user.email} does not have MFA on")
+    db.session.commit()
+    click.echo(f"MFA is off for {user.email}; their sessions are closed.")
+
+
 sessions_cli = AppGroup("sessions", help="Maintain the sessions table.")
 
 
@@ -199,6 +210,26 @@ def retire_key(kid):
     audit.record("key_retired", key_id=kid)
     db.session.commit()
     click.echo(f"Key {kid} is retired: its tokens are refused within seconds.")
+
+
+@keys_cli.command("reseal")
+def reseal():
+    """Encrypt every stored secret again with the current JWT_SECRET_KEY.
+
+    After changing JWT_SECRET_KEY, run this with the old value in
+    JWT_PREVIOUS_SECRET_KEY; then the old value can go.
+    """
+    try:
+        signing_keys, totp_secrets = keys.reseal_keys(), totp.reseal_secrets()
+    except sealing.SealError as error:
+        raise click.ClickException(
+            f"{error}; set JWT_PREVIOUS_SECRET_KEY to the old secret"
+        ) from None
+    db.session.commit()
+    click.echo(
+        "Sealed again with the current JWT_SECRET_KEY: "
+        f"{signing_keys} signing key(s), {totp_secrets} TOTP secret(s)."
+    )
 
 
 audit_cli = AppGroup("audit", help="Read the audit trail.")

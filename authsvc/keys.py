@@ -7,6 +7,7 @@ JWKS. Under HS256 none of this is used: JWT_SECRET_KEY signs.
 """
 
 import json
+import logging
 import secrets
 import threading
 import time
@@ -20,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from flask import current_app, g
 from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
 
+from authsvc import sealing
 from authsvc.errors import Problem
 from authsvc.extensions import db
 from authsvc.extensions import jwt as jwt_manager
@@ -28,6 +30,9 @@ from authsvc.models import SigningKey, utcnow
 ASYMMETRIC = ("EdDSA", "RS256")
 KEY_CACHE_SECONDS = 5
 UNKNOWN_KID_RELOAD_SECONDS = 1
+LEGACY_PEM = "-----BEGIN ENCRYPTED PRIVATE KEY-----"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,8 @@ class KeyRing:
                 .where(SigningKey.retired_at.is_(None))
                 .order_by(SigningKey.created_at, SigningKey.kid)
             ).all()
-            self.keys = {row.kid: self.keys.get(row.kid) or _load(row) for row in rows}
+            loaded = (self.keys.get(row.kid) or _load_or_skip(row) for row in rows)
+            self.keys = {key.kid: key for key in loaded if key is not None}
             self.loaded_at = time.monotonic()
 
 
@@ -65,15 +71,50 @@ def _ring():
     return current_app.extensions.setdefault("authsvc-keys", KeyRing())
 
 
-def _secret():
-    """Return the passphrase private keys are encrypted with."""
-    return current_app.config["JWT_SECRET_KEY"].encode()
+def _private_pem(stored):
+    """Return the PKCS#8 PEM of a stored private key, unencrypted, in memory only."""
+    if stored.startswith(LEGACY_PEM):
+        # Keys made before sealing.py: PKCS#8 encrypted with JWT_SECRET_KEY as
+        # the passphrase. They still load; `keys reseal` converts them.
+        private_key = serialization.load_pem_private_key(
+            stored.encode(), current_app.config["JWT_SECRET_KEY"].encode()
+        )
+        return _pem(private_key)
+    return sealing.unseal("signing-key", stored)
+
+
+def _pem(private_key):
+    """Return a private key as unencrypted PKCS#8 PEM."""
+    return private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _load(row):
     """Decrypt a stored key."""
-    private_key = serialization.load_pem_private_key(row.private_pem.encode(), _secret())
+    private_key = serialization.load_pem_private_key(_private_pem(row.private_pem), None)
     return LoadedKey(row.kid, row.algorithm, private_key, json.loads(row.public_jwk))
+
+
+def _load_or_skip(row):
+    """Decrypt a stored key, or log and skip one that JWT_SECRET_KEY no longer opens.
+
+    Such a key can neither sign nor verify: its tokens are refused, and if no
+    key is left the next request makes a new one, as on a first start.
+    """
+    try:
+        return _load(row)
+    except sealing.SealError:
+        log.error("signing key %s does not open with JWT_SECRET_KEY; it is skipped", row.kid)
+        return None
+
+
+def reseal_keys():
+    """Seal every stored private key again with the current JWT_SECRET_KEY; return how many."""
+    rows = db.session.scalars(sa.select(SigningKey)).all()
+    for row in rows:
+        row.private_pem = sealing.seal("signing-key", _private_pem(row.private_pem))
+    return len(rows)
 
 
 def create_key(algorithm):
@@ -87,16 +128,11 @@ def create_key(algorithm):
         public_jwk.pop("key_ops", None)
     kid = secrets.token_hex(8)  # shell-safe: never starts with "-"
     public_jwk.update(kid=kid, alg=algorithm, use="sig")
-    pem = private_key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(_secret()),
-    )
     db.session.add(
         SigningKey(
             kid=kid,
             algorithm=algorithm,
-            private_pem=pem.decode(),
+            private_pem=sealing.seal("signing-key", _pem(private_key)),
             public_jwk=json.dumps(public_jwk),
             created_at=utcnow(),
         )

@@ -3,6 +3,8 @@
 Failed signins are counted per client address and per target email (so a
 botnet spread over many addresses still cannot hammer one account); only
 failures count, so the real user signing in is never what fills a bucket.
+Likewise wrong current passwords and wrong second-factor codes are counted
+per user, each in one bucket shared by every endpoint that checks them.
 """
 
 import hashlib
@@ -13,7 +15,7 @@ from flask_jwt_extended import get_jwt
 from flask_limiter.errors import RateLimitExceeded
 from flask_limiter.util import get_remote_address
 
-from authsvc import audit
+from authsvc import audit, challenges
 from authsvc.errors import problem
 from authsvc.extensions import db, limiter
 
@@ -34,14 +36,40 @@ def _target_email():
     return "email:" + hashlib.sha256(email.encode()).hexdigest()
 
 
-def _forbidden(response):
-    """Count a password change only when the current password was wrong."""
-    return response.status_code == 403
+def _problem_code(response):
+    """Return the `code` of a problem response, or None."""
+    if response.status_code < 400:
+        return None
+    return (response.get_json(silent=True) or {}).get("code")
+
+
+def _wrong_password(response):
+    """Count a request only when its current password was wrong."""
+    return _problem_code(response) == "invalid_password"
+
+
+def _wrong_mfa_code(response):
+    """Count a request only when its second-factor code was wrong."""
+    return _problem_code(response) == "invalid_mfa_code"
 
 
 def _user_key():
     """Key a request by its authenticated user."""
     return f"user:{get_jwt()['sub']}"
+
+
+def _caller_mfa_key():
+    """Key second-factor codes by the authenticated caller."""
+    return f"mfa-user:{get_jwt()['sub']}"
+
+
+def _mfa_token_key():
+    """Key a second-factor signin by the user its (already validated) mfaToken names.
+
+    A token that names nobody gets one shared key; its answer is never a
+    wrong code, so that bucket never fills.
+    """
+    return f"mfa-user:{challenges.user_of(request.get_json()['mfaToken'])}"
 
 
 def _session_key():
@@ -61,8 +89,27 @@ def limit_signin(view):
 
 limit_signup = limiter.limit(_setting("RATELIMIT_SIGNUP_PER_ADDRESS"), key_func=get_remote_address)
 limit_refresh = limiter.limit(_setting("RATELIMIT_REFRESH_PER_SESSION"), key_func=_session_key)
-limit_password_change = limiter.limit(
-    _setting("RATELIMIT_PASSWORD_PER_USER"), key_func=_user_key, deduct_when=_forbidden
+# Shared limits: the scope names the bucket, the same on every endpoint it guards.
+CURRENT_PASSWORD_LIMIT = "current-password"
+MFA_CODE_LIMIT = "mfa-codes"
+
+limit_current_password = limiter.shared_limit(
+    _setting("RATELIMIT_PASSWORD_PER_USER"),
+    scope=CURRENT_PASSWORD_LIMIT,
+    key_func=_user_key,
+    deduct_when=_wrong_password,
+)
+limit_mfa_codes = limiter.shared_limit(
+    _setting("RATELIMIT_MFA_PER_USER"),
+    scope=MFA_CODE_LIMIT,
+    key_func=_caller_mfa_key,
+    deduct_when=_wrong_mfa_code,
+)
+limit_mfa_signin = limiter.shared_limit(
+    _setting("RATELIMIT_MFA_PER_USER"),
+    scope=MFA_CODE_LIMIT,
+    key_func=_mfa_token_key,
+    deduct_when=_wrong_mfa_code,
 )
 
 

@@ -1,4 +1,4 @@
-"""The database tables: users and their sessions."""
+"""The database tables: users, their sessions, their second factors, the audit trail."""
 
 from datetime import UTC, datetime
 
@@ -26,6 +26,9 @@ class User(db.Model):
     role: Mapped[str] = mapped_column(sa.String(16), default="user")
     disabled: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Whether signin asks for a second factor. Kept on the row the revocation
+    # check reads anyway, so /users/me and freshness need no other query.
+    mfa_enabled: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
 
     sessions: Mapped[list["Session"]] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True
@@ -64,8 +67,16 @@ class Session(db.Model):
     rotated_at: Mapped[datetime | None]
     ip: Mapped[str | None] = mapped_column(sa.String(64))
     user_agent: Mapped[str | None] = mapped_column(sa.String(512))
+    # How the session began (RFC 8176 methods, space-separated): "pwd",
+    # "pwd otp" or "pwd recovery"; NULL for sessions older than MFA: "pwd".
+    amr: Mapped[str | None] = mapped_column(sa.String(32))
 
     user: Mapped[User] = relationship(back_populates="sessions")
+
+
+def amr_methods(stored):
+    """Return a session's stored amr as the list access tokens carry."""
+    return (stored or "pwd").split()
 
 
 class AuthEvent(db.Model):
@@ -95,8 +106,9 @@ class AuthEvent(db.Model):
 class SigningKey(db.Model):
     """An EdDSA or RS256 key pair that signs tokens, shared by every instance.
 
-    The private half is stored as PKCS#8 PEM encrypted with JWT_SECRET_KEY,
-    so a copy of the database alone does not give away the signing key.
+    The private half (column private_pem) is its PKCS#8 PEM sealed with
+    sealing.py, so a copy of the database alone does not give away the
+    signing key.
     """
 
     __tablename__ = "signing_keys"
@@ -107,3 +119,47 @@ class SigningKey(db.Model):
     public_jwk: Mapped[str] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     retired_at: Mapped[datetime | None]
+
+
+class TotpFactor(db.Model):
+    """A user's TOTP authenticator: pending until confirmed (enabled_at), then in use.
+
+    The secret is sealed with sealing.py. last_used_step is the newest time
+    step a code was accepted for; a code of that step or an older one is
+    refused, so each code works once.
+    """
+
+    __tablename__ = "totp_factors"
+
+    user_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    secret: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    enabled_at: Mapped[datetime | None]
+    last_used_step: Mapped[int | None] = mapped_column(sa.BigInteger)
+
+
+class RecoveryCode(db.Model):
+    """One single-use recovery code of a user, kept only as a SHA-256 digest."""
+
+    __tablename__ = "recovery_codes"
+
+    user_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    code_digest: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    used_at: Mapped[datetime | None]
+
+
+class MfaChallenge(db.Model):
+    """The second step of an MFA signin: the digest of its mfaToken and its life."""
+
+    __tablename__ = "mfa_challenges"
+
+    token_digest: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    failures: Mapped[int] = mapped_column(default=0)

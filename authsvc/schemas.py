@@ -8,6 +8,8 @@ import marshmallow as ma
 from email_validator import EmailNotValidError, validate_email
 from marshmallow import fields, validate
 
+from authsvc.errors import ProblemSchema
+
 MAX_EMAIL_LENGTH = 254
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 CURSOR_PATTERN = re.compile(rb"u([0-9]{1,10})")
@@ -128,6 +130,11 @@ class UserSchema(BaseSchema):
     email = fields.String(required=True)
     role = fields.String(required=True, validate=validate.OneOf(("user", "admin")))
     created_at = Timestamp(data_key="createdAt", required=True)
+    mfa_enabled = fields.Boolean(
+        data_key="mfaEnabled",
+        required=True,
+        metadata={"description": "Whether signin asks for a second factor (TOTP)."},
+    )
     disabled = fields.Boolean(metadata={"description": "Shown to admins only."})
 
 
@@ -216,3 +223,78 @@ class JWKSSchema(BaseSchema):
     """An RFC 7517 key set: the public keys that verify tokens."""
 
     keys = fields.List(fields.Dict(), required=True)
+
+
+class CurrentPasswordSchema(BaseSchema):
+    """The caller's current password, to confirm a sensitive change."""
+
+    current_password = Password(data_key="currentPassword", required=True)
+
+
+class SecondFactorCode(fields.String):
+    """A second-factor code as typed; whether it is right is the view's to say."""
+
+    def __init__(self, **kwargs):
+        super().__init__(
+            required=True,
+            validate=validate.Length(1, 64),
+            metadata={
+                "example": "123456",
+                "description": "A 6-digit TOTP code, or a recovery code (xxxx-xxxx-xxxx-xxxx) "
+                "where the endpoint takes one; spaces, dashes and case do not matter.",
+            },
+            **kwargs,
+        )
+
+
+class CodeSchema(BaseSchema):
+    """A second-factor code."""
+
+    code = SecondFactorCode()
+
+
+class MfaDisableSchema(CurrentPasswordSchema):
+    """The current password and a TOTP or recovery code, to turn MFA off."""
+
+    code = SecondFactorCode()
+
+
+class MfaSigninSchema(BaseSchema):
+    """The mfaToken of a signin that asked for a second factor, and the code."""
+
+    mfa_token = fields.String(
+        data_key="mfaToken",
+        required=True,
+        metadata={"description": "From the 403 mfa_required answer of POST /auth/signin."},
+    )
+    code = SecondFactorCode()
+
+
+class EnrollmentSchema(BaseSchema):
+    """A pending TOTP secret, shown this once: for an authenticator app, typed or scanned."""
+
+    secret = fields.String(required=True, metadata={"description": "Base32, RFC 6238."})
+    otpauth_uri = fields.String(
+        data_key="otpauthUri",
+        required=True,
+        metadata={"description": "otpauth://totp/... for a QR code."},
+    )
+
+
+class RecoveryCodesSchema(BaseSchema):
+    """Ten single-use recovery codes, shown this once."""
+
+    recovery_codes = fields.List(
+        fields.String(metadata={"example": "abcd-efgh-ijkl-mnop"}),
+        data_key="recoveryCodes",
+        required=True,
+    )
+
+
+class MfaRequiredSchema(ProblemSchema):
+    """A problem; `mfa_required` carries the mfaToken for POST /auth/signin/mfa."""
+
+    mfa_token = fields.String(
+        data_key="mfaToken",
+        metadata={"description": "With code mfa_required only: send it with the code."},
+    )

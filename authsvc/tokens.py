@@ -23,7 +23,7 @@ from authsvc import audit, keys
 from authsvc.bearer import challenge
 from authsvc.errors import Problem
 from authsvc.extensions import db
-from authsvc.models import Session, User, utcnow
+from authsvc.models import Session, User, amr_methods, utcnow
 
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
@@ -45,11 +45,13 @@ SESSION_CHECK = (
         sessions.c.refresh_kid,
         sessions.c.previous_digest,
         sessions.c.rotated_at,
+        sessions.c.amr,
         users.c.id,
         users.c.email,
         users.c.role,
         users.c.disabled,
         users.c.created_at,
+        users.c.mfa_enabled,
     )
     .join(users, users.c.id == sessions.c.user_id)
     .where(sessions.c.id == sa.bindparam("sid"))
@@ -86,8 +88,11 @@ def encode_refresh_token(user_id, session_id, jti, iat, exp, kid=None):
         )
 
 
-def encode_access_token(user_id, email, role, session_id, session_expires, fresh):
-    """Encode an access token, never outliving its session."""
+def encode_access_token(user_id, email, role, session_id, session_expires, fresh, amr=None):
+    """Encode an access token, never outliving its session.
+
+    `amr` is the session's stored methods (RFC 8176): how the session began.
+    """
     now = epoch(utcnow())
     config = current_app.config
     ttl = int(config["JWT_ACCESS_TOKEN_EXPIRES"].total_seconds())
@@ -95,6 +100,7 @@ def encode_access_token(user_id, email, role, session_id, session_expires, fresh
         "email": email,
         "role": role,
         "sid": session_id,
+        "amr": amr_methods(amr),
         "iat": now,
         "nbf": now,
         "exp": min(now + ttl, epoch(session_expires)),
@@ -117,8 +123,11 @@ def _next_refresh_claims(session_expires, now):
     return str(uuid.uuid4()), iat, min(iat + ttl, epoch(session_expires))
 
 
-def open_session(user):
-    """Open a session for a user on this device; return it and its token pair."""
+def open_session(user, amr="pwd"):
+    """Open a session for a user on this device; return it and its token pair.
+
+    `amr` says how the user proved who they are: "pwd", "pwd otp" or "pwd recovery".
+    """
     now = utcnow()
     expires_at = now + timedelta(seconds=current_app.config["SESSION_MAX_AGE"])
     session = Session(
@@ -129,6 +138,7 @@ def open_session(user):
         expires_at=expires_at,
         ip=audit.client_address(),
         user_agent=audit.client_agent(),
+        amr=amr or "pwd",
     )
     jti, iat, exp = _next_refresh_claims(expires_at, now)
     kid = keys.current_kid()
@@ -138,7 +148,7 @@ def open_session(user):
     session.refresh_digest = refresh_digest(refresh_token)
     db.session.add(session)
     access_token = encode_access_token(
-        user.id, user.email, user.role, session.id, expires_at, fresh=True
+        user.id, user.email, user.role, session.id, expires_at, fresh=True, amr=session.amr
     )
     return session, {"access_token": access_token, "refresh_token": refresh_token}
 
@@ -155,13 +165,12 @@ def revoke_session(session_id, user_id=None):
     return result.rowcount == 1
 
 
-def revoke_sessions_of(user_id):
-    """Close every open session of a user."""
-    db.session.execute(
-        sessions.update()
-        .where(sessions.c.user_id == user_id, sessions.c.revoked_at.is_(None))
-        .values(revoked_at=utcnow())
-    )
+def revoke_sessions_of(user_id, keep=None):
+    """Close every open session of a user, but the one named `keep`, if given."""
+    condition = sa.and_(sessions.c.user_id == user_id, sessions.c.revoked_at.is_(None))
+    if keep is not None:
+        condition = sa.and_(condition, sessions.c.id != keep)
+    db.session.execute(sessions.update().where(condition).values(revoked_at=utcnow()))
 
 
 def _current_pair(row):
@@ -175,7 +184,7 @@ def _current_pair(row):
         row.refresh_kid,
     )
     access_token = encode_access_token(
-        row.user_id, row.email, row.role, row.session_id, row.expires_at, fresh=False
+        row.user_id, row.email, row.role, row.session_id, row.expires_at, fresh=False, amr=row.amr
     )
     return {"access_token": access_token, "refresh_token": refresh_token}
 
@@ -231,7 +240,7 @@ def rotate_refresh_token(row):
         ).rowcount
         if rotated:
             access_token = encode_access_token(
-                row.user_id, row.email, row.role, row.session_id, row.expires_at, False
+                row.user_id, row.email, row.role, row.session_id, row.expires_at, False, row.amr
             )
             return {"access_token": access_token, "refresh_token": token}
     latest = db.session.execute(SESSION_CHECK, {"sid": row.session_id}).first()

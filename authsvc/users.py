@@ -4,11 +4,11 @@ import sqlalchemy as sa
 from flask import jsonify, url_for
 from flask_jwt_extended import current_user, get_current_user, get_jwt
 
-from authsvc import accounts, audit
+from authsvc import accounts, audit, totp
 from authsvc.bearer import token_required
 from authsvc.errors import Problem
 from authsvc.extensions import db
-from authsvc.limits import limit_password_change
+from authsvc.limits import limit_current_password
 from authsvc.models import User
 from authsvc.parsing import Blueprint
 from authsvc.passwords import hash_password, refuse_weak_password, verify_password
@@ -39,6 +39,7 @@ def user_document(user, for_admin):
         "email": user.email,
         "role": user.role,
         "created_at": user.created_at,
+        "mfa_enabled": user.mfa_enabled,
     }
     if for_admin:
         document["disabled"] = user.disabled
@@ -58,6 +59,7 @@ def page_document(rows):
             "email": row.email,
             "role": row.role,
             "createdAt": format_timestamp(row.created_at),
+            "mfaEnabled": row.mfa_enabled,
             "disabled": row.disabled,
         }
         for row in rows
@@ -113,7 +115,7 @@ def delete_me():
 @bp.alt_response(429, response="TOO_MANY_REQUESTS")
 @token_required()
 @bp.arguments(PasswordChangeSchema)
-@limit_password_change
+@limit_current_password
 def change_password(passwords):
     """Replace the caller's password, end every session, and open a new one."""
     user = user_or_404(current_user.id)
@@ -124,7 +126,8 @@ def change_password(passwords):
     refuse_weak_password(passwords["new_password"], user.email, field="newPassword")
     user.password_hash = hash_password(passwords["new_password"])
     revoke_sessions_of(user.id)
-    session, tokens = open_session(user)
+    # The new session was proven as the caller's was: a password change is no second factor.
+    session, tokens = open_session(user, amr=current_user.amr)
     audit.record("password_changed", user.id, session.id)
     db.session.commit()
     return tokens
@@ -148,7 +151,7 @@ def list_users(limit, cursor=None):
     limit = min(limit, USERS_PAGE_MAX)
     # Plain rows rather than ORM objects: a page is read, never changed.
     page = db.session.execute(
-        sa.select(User.id, User.email, User.role, User.disabled, User.created_at)
+        sa.select(User.id, User.email, User.role, User.disabled, User.created_at, User.mfa_enabled)
         .where(User.id > (cursor or 0))
         .order_by(User.id)
         .limit(limit + 1)
@@ -205,4 +208,19 @@ def delete_user(user_id):
     require_admin()
     accounts.delete_user(user_or_404(user_id))
     audit.record("user_deleted", user_id, current_user.session_id)
+    db.session.commit()
+
+
+@bp.delete("/<int:user_id>/mfa")
+@bp.response(204)
+@bp.alt_response(401, response="UNAUTHORIZED")
+@bp.alt_response(403, response="FORBIDDEN")
+@bp.alt_response(404, response="NOT_FOUND")
+@bp.alt_response(409, response="CONFLICT")
+@token_required()
+def reset_mfa(user_id):
+    """Turn a user's MFA off and end all their sessions (admins only)."""
+    require_admin()
+    if not totp.reset(user_or_404(user_id).id, current_user.session_id):
+        raise totp.MFA_NOT_ENABLED
     db.session.commit()

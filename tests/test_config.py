@@ -18,6 +18,9 @@ def test_defaults_match_the_operating_contract():
     assert settings["FRESH_TOKEN_TTL"] == 900
     assert settings["JWT_ALGORITHM"] == "HS256"
     assert settings["MAX_CONTENT_LENGTH"] == 16384
+    assert settings["MFA_TOKEN_TTL"] == 300
+    assert settings["MFA_ISSUER"] == "authsvc"
+    assert settings["RATELIMIT_MFA_PER_USER"] == "5 per minute;20 per hour"
 
 
 @pytest.mark.parametrize(
@@ -28,6 +31,8 @@ def test_defaults_match_the_operating_contract():
         ("AUTHSVC_ENV", "staging"),
         ("JWT_ALGORITHM", "none"),
         ("REFRESH_REUSE_GRACE", "-1"),
+        ("MFA_TOKEN_TTL", "0"),
+        ("RATELIMIT_MFA_PER_USER", "often"),
     ],
 )
 def test_bad_setting_stops_start_up_with_its_name(name, value):

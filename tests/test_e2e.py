@@ -10,6 +10,7 @@ import threading
 import time
 
 import jwt
+import pyotp
 import pytest
 import requests
 from conftest import redis_server
@@ -83,6 +84,46 @@ def test_cli_admin_lists_users_over_http(server):
     listing = requests.get(f"{url}/users?limit=1", headers=bearer(tokens["accessToken"]))
     assert listing.status_code == 200 and len(listing.json()) == 1
     assert listing.headers["Link"].startswith(f"<{url}/users?")
+
+
+def test_mfa_signin_over_http(tmp_path):
+    """Enroll and confirm with an authenticator's code, then sign in with a second one.
+
+    Under EdDSA, another service verifies the token from the JWKS alone and
+    finds otp in its amr; an operator's `users mfa-reset` then ends it.
+    """
+    env = service_environment(tmp_path, JWT_ALGORITHM="EdDSA")
+    migrated(env)
+    assert flask_cli(env, "keys", "rotate").returncode == 0
+    body = {"email": "mfa@example.com", "password": PASSWORD}
+    with gunicorn(env) as url:
+        signup = requests.post(f"{url}/auth/signup", json=body).json()
+        caller = bearer(signup["accessToken"])
+        enrolled = requests.post(
+            f"{url}/users/me/mfa/totp", json={"currentPassword": PASSWORD}, headers=caller
+        )
+        authenticator = pyotp.TOTP(enrolled.json()["secret"])
+        confirmed = requests.post(
+            f"{url}/users/me/mfa/totp/confirm", json={"code": authenticator.now()}, headers=caller
+        )
+        assert confirmed.status_code == 200 and len(confirmed.json()["recoveryCodes"]) == 10
+        asked = requests.post(f"{url}/auth/signin", json=body)
+        assert asked.status_code == 403 and asked.json()["code"] == "mfa_required"
+        assert asked.headers["Content-Type"] == "application/problem+json"
+        code = authenticator.at(time.time() + 30)  # the next step: the last one is used
+        answer = {"mfaToken": asked.json()["mfaToken"], "code": code}
+        signed_in = requests.post(f"{url}/auth/signin/mfa", json=answer)
+        assert signed_in.status_code == 200
+        access = signed_in.json()["accessToken"]
+        key = jwt.PyJWKClient(f"{url}/.well-known/jwks.json").get_signing_key_from_jwt(access)
+        assert "otp" in jwt.decode(access, key.key, algorithms=["EdDSA"])["amr"]
+        assert requests.get(f"{url}/users/me", headers=bearer(access)).json()["mfaEnabled"]
+        replay = {"mfaToken": requests.post(f"{url}/auth/signin", json=body).json()["mfaToken"]}
+        replayed = requests.post(f"{url}/auth/signin/mfa", json={**replay, "code": code})
+        assert replayed.status_code == 401 and replayed.json()["code"] == "invalid_mfa_code"
+        assert flask_cli(env, "users", "mfa-reset", "mfa@example.com").returncode == 0
+        assert requests.get(f"{url}/users/me", headers=bearer(access)).status_code == 401
+        assert requests.post(f"{url}/auth/signin", json=body).status_code == 200
 
 
 def test_concurrent_refreshes_over_http_rotate_once(server):

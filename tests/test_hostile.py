@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from authsvc import create_app
 from authsvc.extensions import db
-from authsvc.models import Session, User
+from authsvc.models import MfaChallenge, RecoveryCode, Session, TotpFactor, User
 
 JSON = "application/json"
 LIMIT = 16384
@@ -57,11 +57,13 @@ def keys(auth, client):
 
 
 def snapshot(app):
-    """Return every row of the users and sessions tables."""
+    """Return every row of the users, sessions and second-factor tables."""
     with app.app_context():
         return {
-            table.name: db.session.execute(sa.select(table).order_by(*table.primary_key)).all()
-            for table in (User.__table__, Session.__table__)
+            table.__tablename__: db.session.execute(
+                sa.select(table.__table__).order_by(*table.__table__.primary_key)
+            ).all()
+            for table in (User, Session, TotpFactor, RecoveryCode, MfaChallenge)
         }
 
 
@@ -404,6 +406,11 @@ TOKEN_ENDPOINTS = [
     ("GET", "/users/1", "user"),
     ("PATCH", "/users/1", "patch-user"),
     ("DELETE", "/users/1", "delete-user"),
+    ("POST", "/users/me/mfa/totp", "mfa-enroll"),
+    ("POST", "/users/me/mfa/totp/confirm", "mfa-confirm"),
+    ("POST", "/users/me/mfa/recovery-codes", "mfa-recovery-codes"),
+    ("POST", "/users/me/mfa/disable", "mfa-disable"),
+    ("DELETE", "/users/1/mfa", "mfa-reset"),
 ]
 ADMIN_ACCESS = presented("access")
 
@@ -734,6 +741,135 @@ ACCOUNT_CASES = [
 ]
 
 
+def mfa_signin(**body):
+    """Send a body to /auth/signin/mfa; a value may be a function of `keys`."""
+    return lambda keys: {
+        "data": json.dumps({k: v(keys) if callable(v) else v for k, v in body.items()}),
+        "content_type": JSON,
+    }
+
+
+def mfa_case(path, request, status, code, name, method="POST"):
+    """A case against a second-factor endpoint."""
+    return pytest.param(method, path, request, status, code, id=f"mfa-{name}")
+
+
+def user_mfa(token):
+    """Send a token to /users/<the plain user's id>/mfa."""
+    return lambda keys: {"path": f"/users/{keys.user['id']}/mfa", **token(keys)}
+
+
+SIGNIN_MFA = "/auth/signin/mfa"
+NO_MFA_TOKEN = (401, "invalid_mfa_token")
+CODE = "123456"
+
+# The second-factor endpoints: bodies, tokens that are not mfaTokens, states.
+MFA_CASES = [
+    mfa_case(SIGNIN_MFA, document({}), *INVALID, "signin-empty"),
+    mfa_case(SIGNIN_MFA, mfa_signin(mfaToken=42, code=CODE), *INVALID, "signin-token-number"),
+    mfa_case(SIGNIN_MFA, mfa_signin(mfaToken=None, code=CODE), *INVALID, "signin-token-null"),
+    mfa_case(SIGNIN_MFA, mfa_signin(mfaToken="x", code=123456), *INVALID, "signin-code-number"),
+    mfa_case(SIGNIN_MFA, mfa_signin(mfaToken="x", code=""), *INVALID, "signin-code-empty"),
+    mfa_case(SIGNIN_MFA, mfa_signin(mfaToken="x", code="1" * 65), *INVALID, "signin-code-long"),
+    mfa_case(SIGNIN_MFA, mfa_signin(mfaToken="x", code=[CODE]), *INVALID, "signin-code-array"),
+    mfa_case(
+        SIGNIN_MFA, mfa_signin(mfaToken="x", code=CODE, role="admin"), *INVALID, "signin-unknown"
+    ),
+    mfa_case(SIGNIN_MFA, raw('{"mfaToken": "x", "code": '), *BAD_JSON, "signin-bad-json"),
+    mfa_case(
+        SIGNIN_MFA,
+        raw('{"mfaToken": "x", "mfaToken": "y", "code": "123456"}'),
+        *BAD_JSON,
+        "signin-duplicate-key",
+    ),
+    mfa_case(SIGNIN_MFA, raw("{}", content_type="text/plain"), *WRONG_TYPE, "signin-not-json"),
+    mfa_case(SIGNIN_MFA, raw(b" " * (LIMIT + 1)), *TOO_LARGE, "signin-too-large"),
+    mfa_case(
+        SIGNIN_MFA,
+        mfa_signin(mfaToken=lambda keys: keys.admin["accessToken"], code=CODE),
+        *NO_MFA_TOKEN,
+        "signin-access-token",
+    ),
+    mfa_case(
+        SIGNIN_MFA,
+        mfa_signin(mfaToken=lambda keys: keys.admin["refreshToken"], code=CODE),
+        *NO_MFA_TOKEN,
+        "signin-refresh-token",
+    ),
+    mfa_case(SIGNIN_MFA, mfa_signin(mfaToken="", code=CODE), *NO_MFA_TOKEN, "signin-token-empty"),
+    mfa_case(
+        SIGNIN_MFA, mfa_signin(mfaToken="' OR '1'='1", code=CODE), *NO_MFA_TOKEN, "signin-sql"
+    ),
+    mfa_case(
+        SIGNIN_MFA,
+        raw('{"mfaToken": "\\ud800", "code": "123456"}'),
+        *NO_MFA_TOKEN,
+        "signin-lone-surrogate",
+    ),
+    mfa_case(
+        SIGNIN_MFA, mfa_signin(mfaToken="A" * 12000, code=CODE), *NO_MFA_TOKEN, "signin-huge-token"
+    ),
+    mfa_case(
+        "/users/me/mfa/totp",
+        as_admin(document({"currentPassword": "not-it-at-all-9"})),
+        403,
+        "invalid_password",
+        "enroll-wrong-password",
+    ),
+    mfa_case("/users/me/mfa/totp", as_admin(document({})), *INVALID, "enroll-empty"),
+    mfa_case(
+        "/users/me/mfa/totp",
+        as_admin(document({"currentPassword": PASSWORD, "secret": "A" * 32})),
+        *INVALID,
+        "enroll-chosen-secret",
+    ),
+    mfa_case(
+        "/users/me/mfa/totp/confirm",
+        as_admin(document({"code": CODE})),
+        409,
+        "no_pending_mfa",
+        "confirm-nothing-pending",
+    ),
+    mfa_case(
+        "/users/me/mfa/totp/confirm", as_admin(document({"code": None})), *INVALID, "confirm-null"
+    ),
+    mfa_case(
+        "/users/me/mfa/recovery-codes",
+        as_admin(document({"code": CODE})),
+        409,
+        "mfa_not_enabled",
+        "recovery-codes-without-mfa",
+    ),
+    mfa_case(
+        "/users/me/mfa/recovery-codes", as_admin(document({})), *INVALID, "recovery-codes-empty"
+    ),
+    mfa_case(
+        "/users/me/mfa/disable",
+        as_admin(document({"currentPassword": PASSWORD, "code": CODE})),
+        409,
+        "mfa_not_enabled",
+        "disable-without-mfa",
+    ),
+    mfa_case(
+        "/users/me/mfa/disable",
+        as_admin(document({"currentPassword": "short", "code": CODE})),
+        *INVALID,
+        "disable-short-password",
+    ),
+    mfa_case(
+        "/users/me/mfa/totp", ADMIN_ACCESS, 405, "method_not_allowed", "enroll-get", method="GET"
+    ),
+    mfa_case(
+        "/users/2147483648/mfa", ADMIN_ACCESS, 404, "not_found", "reset-id-past-int32", "DELETE"
+    ),
+    mfa_case("/users/0/mfa", ADMIN_ACCESS, 404, "not_found", "reset-zero-id", "DELETE"),
+    mfa_case(None, user_mfa(ADMIN_ACCESS), 409, "mfa_not_enabled", "reset-without-mfa", "DELETE"),
+    mfa_case(
+        None, user_mfa(presented("access", "user")), 403, "forbidden", "reset-not-admin", "DELETE"
+    ),
+]
+
+
 def cases():
     """Yield every hostile case as (method, path, request, status, code)."""
     for name, request, signup, signin in BODIES:
@@ -759,6 +895,7 @@ def cases():
         )
     yield from OTHER_CASES
     yield from ACCOUNT_CASES
+    yield from MFA_CASES
 
 
 CASES = list(cases())

@@ -7,7 +7,7 @@ import jwt
 import pytest
 from conftest import PASSWORD, bearer, settings
 
-from authsvc import create_app
+from authsvc import create_app, sealing
 from authsvc.extensions import db
 from authsvc.keys import create_key, retire_key
 
@@ -171,7 +171,76 @@ def test_private_keys_are_stored_encrypted(keyed_app):
     rotate(keyed_app)
     with keyed_app.app_context():
         row = db.session.scalars(db.select(SigningKey)).one()
-    assert "ENCRYPTED PRIVATE KEY" in row.private_pem
+    assert "PRIVATE KEY" not in row.private_pem
+    with keyed_app.app_context():
+        pem = sealing.unseal("signing-key", row.private_pem)
+    assert pem.startswith(b"-----BEGIN PRIVATE KEY-----")
+
+
+def legacy_key(algorithm, secret):
+    """Return a private key as keys were stored before sealing: passphrase-encrypted PEM."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    if algorithm == "EdDSA":
+        private_key = ed25519.Ed25519PrivateKey.generate()
+    else:
+        private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(secret.encode()),
+    ).decode()
+
+
+def test_keys_stored_before_sealing_still_sign_and_reseal_converts_them(keyed_app):
+    """A passphrase-encrypted key from before sealing.py still signs; `keys reseal` seals it."""
+    from authsvc.models import SigningKey
+
+    kid = rotate(keyed_app)
+    with keyed_app.app_context():
+        row = db.session.get(SigningKey, kid)
+        row.private_pem = legacy_key(row.algorithm, keyed_app.config["JWT_SECRET_KEY"])
+        db.session.commit()
+    tokens = signup(keyed_app.test_client())
+    assert jwt.get_unverified_header(tokens["accessToken"])["kid"] == kid
+    result = keyed_app.test_cli_runner().invoke(args=["keys", "reseal"])
+    assert result.exit_code == 0 and "1 signing key" in result.output
+    with keyed_app.app_context():
+        assert not db.session.get(SigningKey, kid).private_pem.startswith("-----")
+
+
+def test_a_new_secret_reads_old_keys_through_the_previous_one(keyed_app, database_url):
+    """With JWT_PREVIOUS_SECRET_KEY set, keys sealed under the old secret still sign."""
+    kid = rotate(keyed_app)
+    renewed = create_app(
+        settings(
+            database_url,
+            JWT_ALGORITHM=keyed_app.config["JWT_ALGORITHM"],
+            JWT_SECRET_KEY="a-brand-new-secret-that-is-long-enough-too",
+            JWT_PREVIOUS_SECRET_KEY=keyed_app.config["JWT_SECRET_KEY"],
+        )
+    )
+    tokens = signup(renewed.test_client())
+    assert jwt.get_unverified_header(tokens["accessToken"])["kid"] == kid
+
+
+def test_keys_a_new_secret_cannot_open_are_skipped_for_a_new_one(keyed_app, database_url):
+    """Without the previous secret, old keys are skipped and a new key signs."""
+    old_kid = rotate(keyed_app)
+    renewed = create_app(
+        settings(
+            database_url,
+            JWT_ALGORITHM=keyed_app.config["JWT_ALGORITHM"],
+            JWT_SECRET_KEY="a-brand-new-secret-that-is-long-enough-too",
+        )
+    )
+    client = renewed.test_client()
+    tokens = signup(client)
+    assert jwt.get_unverified_header(tokens["accessToken"])["kid"] != old_kid
+    assert client.get("/users/me", headers=bearer(tokens["accessToken"])).status_code == 200
+    result = renewed.test_cli_runner().invoke(args=["keys", "reseal"])
+    assert result.exit_code == 1 and "JWT_PREVIOUS_SECRET_KEY" in result.output
 
 
 def issuing_app(database_url, issuer, audience):

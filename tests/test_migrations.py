@@ -1,15 +1,17 @@
-"""The committed migrations build exactly the schema the models describe."""
+"""The committed migrations build exactly the schema the models describe, and keep data."""
 
+import jwt
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from conftest import postgres_database, settings
+from conftest import PASSWORD, bearer, postgres_database, settings
 from flask_migrate import upgrade
 
-from authsvc import audit, create_app
+from authsvc import audit, create_app, tokens
 from authsvc.extensions import db
-from authsvc.models import AuthEvent
+from authsvc.models import AuthEvent, utcnow
+from authsvc.passwords import hash_password
 
 
 def test_migrations_match_the_models(app):
@@ -49,4 +51,58 @@ def test_audit_source_migration_keeps_earlier_events(empty_database_url):
             ("user_created", 8, "cli"),
         ]
         db.session.remove()
+
+
+def insert_signed_in_user(session_id):
+    """Insert a user and an open session as raw rows; return the session's refresh token."""
+    now = utcnow()
+    iat = tokens.epoch(now)
+    refresh_token = tokens.encode_refresh_token(1, session_id, "jti-before", iat, iat + 3600)
+    db.session.execute(
+        sa.text(
+            "INSERT INTO users (id, email, password_hash, role, disabled, created_at) "
+            "VALUES (1, 'old@example.com', :hash, 'user', false, :now)"
+        ),
+        {"hash": hash_password(PASSWORD, rounds=4), "now": now},
+    )
+    db.session.execute(
+        sa.text(
+            "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, "
+            "refresh_digest, refresh_jti, refresh_iat, refresh_exp) VALUES "
+            "(:sid, 1, :now, :now, :expires, :digest, 'jti-before', :iat, :exp)"
+        ),
+        {
+            "sid": session_id,
+            "now": now,
+            "expires": now.replace(year=now.year + 1),
+            "digest": tokens.refresh_digest(refresh_token),
+            "iat": iat,
+            "exp": iat + 3600,
+        },
+    )
+    db.session.commit()
+    return refresh_token
+
+
+def test_second_factor_migration_keeps_users_and_their_sessions(empty_database_url):
+    """A database at the previous head, with a signed-in user, upgrades and keeps working.
+
+    On SQLite, batch mode would rebuild `users`, and dropping the old table
+    would cascade to every session: the migration must add its column in place.
+    """
+    app = create_app(settings(empty_database_url))
+    with app.app_context():
+        upgrade(revision="a483ecb9716d")
+        refresh_token = insert_signed_in_user("session-before-mfa")
+        upgrade()
+        db.engine.dispose()
+    client = app.test_client()
+    refreshed = client.post("/auth/refresh", headers=bearer(refresh_token))
+    assert refreshed.status_code == 200, refreshed.json
+    access = refreshed.json["accessToken"]
+    assert jwt.decode(access, options={"verify_signature": False})["amr"] == ["pwd"]
+    assert client.get("/users/me", headers=bearer(access)).json["mfaEnabled"] is False
+    signin = client.post("/auth/signin", json={"email": "old@example.com", "password": PASSWORD})
+    assert signin.status_code == 200
+    with app.app_context():
         db.engine.dispose()

@@ -1,0 +1,74 @@
+"""mfaTokens: the second step of a signin for a user with MFA on.
+
+The right password at /auth/signin opens a challenge and answers its
+mfaToken: random, stored only as a SHA-256 digest, bound to its user, live
+for MFA_TOKEN_TTL seconds and until MAX_FAILURES wrong codes. It is used up
+by one conditional UPDATE in the transaction that opens the session, so of
+two concurrent uses exactly one wins.
+"""
+
+import secrets
+from datetime import timedelta
+
+import sqlalchemy as sa
+from flask import current_app
+
+from authsvc.extensions import db
+from authsvc.models import MfaChallenge, utcnow
+from authsvc.totp import digest
+
+MAX_FAILURES = 5
+
+challenges = MfaChallenge.__table__
+
+
+def _live_challenge(token):
+    """Return the condition 'this mfaToken is unused, unexpired and not worn out'."""
+    return sa.and_(
+        challenges.c.token_digest == digest(token),
+        challenges.c.used_at.is_(None),
+        challenges.c.expires_at > utcnow(),
+        challenges.c.failures < MAX_FAILURES,
+    )
+
+
+def open_challenge(user_id):
+    """Return a new mfaToken for a user who gave the right password.
+
+    The user's dead mfaTokens (used, expired or worn out) are cleared on the way.
+    """
+    now = utcnow()
+    dead = sa.or_(
+        challenges.c.used_at.is_not(None),
+        challenges.c.expires_at <= now,
+        challenges.c.failures >= MAX_FAILURES,
+    )
+    db.session.execute(challenges.delete().where(challenges.c.user_id == user_id, dead))
+    token = secrets.token_urlsafe(32)
+    ttl = timedelta(seconds=current_app.config["MFA_TOKEN_TTL"])
+    db.session.execute(
+        challenges.insert().values(
+            token_digest=digest(token), user_id=user_id, created_at=now, expires_at=now + ttl
+        )
+    )
+    return token
+
+
+def user_of(token):
+    """Return the id of the user a live mfaToken belongs to, or None."""
+    return db.session.scalar(sa.select(challenges.c.user_id).where(_live_challenge(token)))
+
+
+def count_failure(token):
+    """Count a wrong code against an mfaToken; the fifth kills it."""
+    db.session.execute(
+        challenges.update().where(_live_challenge(token)).values(failures=challenges.c.failures + 1)
+    )
+
+
+def use_up(token):
+    """Use an mfaToken up; return whether it was still live (of two racers, one wins)."""
+    result = db.session.execute(
+        challenges.update().where(_live_challenge(token)).values(used_at=utcnow())
+    )
+    return result.rowcount == 1
