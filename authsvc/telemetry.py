@@ -36,6 +36,9 @@ LATENCY = Histogram(
 AUTH_EVENTS = Counter(
     "authsvc_auth_events", "Auth events by kind, as the audit trail records them.", ["event"]
 )
+RATE_LIMITED = Counter(
+    "authsvc_rate_limited", "Requests refused by a rate limit, by the limit's name.", ["limit"]
+)
 
 access_log = logging.getLogger("authsvc.access")
 
@@ -43,6 +46,11 @@ access_log = logging.getLogger("authsvc.access")
 def count_event(event):
     """Count one auth event."""
     AUTH_EVENTS.labels(event).inc()
+
+
+def count_refusal(limit):
+    """Count one request refused by a rate limit."""
+    RATE_LIMITED.labels(limit).inc()
 
 
 def start_clock():
