@@ -95,15 +95,17 @@ def _retry_after():
 def _first_refusal_in_window():
     """Tell whether this refusal is the first of its key in this window of the breached limit.
 
-    The marker lives in the limiter's storage as long as the window; when
-    that storage fails, nothing is audited rather than every refusal.
+    The marker lives in the limiter's storage as long as the window; of two
+    refusals racing to set it, one sees 1. Reading it first spares the
+    others a write (and memory storage the timer thread each write wakes).
+    When the storage fails, nothing is audited rather than every refusal.
     """
     breached = limiter.current_limit
     if breached is None:
         return False
+    marker, storage = f"breach/{breached.key}", limiter.limiter.storage
     try:
-        marker = f"breach/{breached.key}"
-        return limiter.limiter.storage.incr(marker, breached.limit.get_expiry()) == 1
+        return not storage.get(marker) and storage.incr(marker, breached.limit.get_expiry()) == 1
     except Exception:
         return False
 
