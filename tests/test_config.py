@@ -18,6 +18,7 @@ def test_defaults_match_the_operating_contract():
     assert settings["FRESH_TOKEN_TTL"] == 900
     assert settings["JWT_ALGORITHM"] == "HS256"
     assert settings["MAX_CONTENT_LENGTH"] == 16384
+    assert settings["DATABASE_TIMEOUT"] == 5
 
 
 @pytest.mark.parametrize(
@@ -28,6 +29,7 @@ def test_defaults_match_the_operating_contract():
         ("AUTHSVC_ENV", "staging"),
         ("JWT_ALGORITHM", "none"),
         ("REFRESH_REUSE_GRACE", "-1"),
+        ("DATABASE_TIMEOUT", "0"),
     ],
 )
 def test_bad_setting_stops_start_up_with_its_name(name, value):
