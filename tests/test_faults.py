@@ -100,7 +100,7 @@ def assert_one_line_each(records, *errors):
 
 
 class Load:
-    """Client threads signing up, in, reading /users/me and refreshing, by phase."""
+    """Client threads signing up and in, reading /users/me and refreshing, by phase."""
 
     def __init__(self, url, threads=3):
         self.url, self.phase, self.stop = url, "before", threading.Event()
@@ -121,15 +121,14 @@ class Load:
         for counter in range(10_000):
             if self.stop.is_set():
                 return
-            email = f"load-{number}-{counter}@example.com"
+            body = {"email": f"load-{number}-{counter}@example.com", "password": PASSWORD}
             try:
-                created = self.send(
-                    "POST", "/auth/signup", json={"email": email, "password": PASSWORD}
-                )
+                created = self.send("POST", "/auth/signup", json=body)
                 if created.status_code != 201:
                     continue
-                self.created.append(email)
+                self.created.append(body["email"])
                 tokens = created.json()
+                self.send("POST", "/auth/signin", json=body)
                 self.send("GET", "/users/me", headers=bearer(tokens["accessToken"]))
                 self.send("POST", "/auth/refresh", headers=bearer(tokens["refreshToken"]))
             except requests.RequestException as error:
