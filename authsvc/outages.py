@@ -12,7 +12,6 @@ import functools
 import json
 import logging
 import select
-import sys
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -21,6 +20,7 @@ from sqlalchemy import exc
 
 from authsvc.errors import problem
 from authsvc.extensions import db
+from authsvc.telemetry import log_lines_to_stderr
 
 RETRY_AFTER_SECONDS = 5
 # What a PostgreSQL server is given beyond its own statement_timeout before
@@ -195,19 +195,9 @@ def database_unavailable(error):
     )
 
 
-def configure_log():
-    """Send the one-line database warnings to stderr (once per process)."""
-    log.setLevel(logging.WARNING)
-    log.propagate = False
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(handler)
-
-
 def register_outages(app):
     """Bound the database's waits and answer its failures with 503."""
-    configure_log()
+    log_lines_to_stderr(log, logging.WARNING)
     watch_engines(app)
     for error_class in (*TROUBLE, exc.DBAPIError):
         app.register_error_handler(error_class, database_unavailable)

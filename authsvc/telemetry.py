@@ -94,14 +94,19 @@ def metrics_exposition():
     return generate_latest(registry)
 
 
-def configure_access_log(enabled):
-    """Send the access log, bare JSON lines, to stderr (once per process)."""
-    access_log.setLevel(logging.INFO if enabled else logging.WARNING)
-    access_log.propagate = False
-    if not access_log.handlers:
+def log_lines_to_stderr(logger, level):
+    """Send a logger's records at `level` and up to stderr as bare lines (once per process)."""
+    logger.setLevel(level)
+    logger.propagate = False
+    if not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(message)s"))
-        access_log.addHandler(handler)
+        logger.addHandler(handler)
+
+
+def configure_access_log(enabled):
+    """Send the access log, bare JSON lines, to stderr."""
+    log_lines_to_stderr(access_log, logging.INFO if enabled else logging.WARNING)
 
 
 def register_telemetry(app):
