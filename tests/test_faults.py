@@ -281,6 +281,19 @@ def test_read_only_database_refuses_writes_serves_reads(shared_postgres, databas
     assert_one_line_each(database_log, *["read-only"] * 3)
 
 
+def test_read_only_sqlite_file_refuses_writes_serves_reads(tmp_path, database_log):
+    """SQLite opened read-only (as a read-only file is): writes 503, reads 200."""
+    path = tmp_path / "authsvc.db"
+    app = migrated_app(f"sqlite:///{path}")
+    tokens = signup(app.test_client(), "ro@example.com").json
+    with app.app_context():
+        db.engine.dispose()
+    client = create_app(settings(f"sqlite:///file:{path}?mode=ro&uri=true")).test_client()
+    assert client.get("/users/me", headers=bearer(tokens["accessToken"])).status_code == 200
+    assert_unavailable(signup(client, "new@example.com"))
+    assert_one_line_each(database_log, "readonly database")
+
+
 def test_refresh_whose_commit_failed_leaves_the_old_token_working(shared_postgres):
     """The connection dies in COMMIT (a deferred trigger ends it): 503, and the old token works."""
     app = migrated_app(shared_postgres)
