@@ -65,13 +65,15 @@ def _note_breach(name, breached):
     g.breached_limit = name
 
 
-def named_limit(name, **options):
-    """Return a limit whose rate is the setting RATELIMIT_<NAME>, counted in /metrics as `name`."""
-    return limiter.limit(
-        _setting(f"RATELIMIT_{name.upper()}"),
-        on_breach=functools.partial(_note_breach, name),
-        **options,
-    )
+def named_limit(name, shared_scope=None, **options):
+    """Return a limit whose rate is the setting RATELIMIT_<NAME>, counted in /metrics as `name`.
+
+    With a `shared_scope`, one bucket serves every endpoint the limit guards.
+    """
+    rate, on_breach = _setting(f"RATELIMIT_{name.upper()}"), functools.partial(_note_breach, name)
+    if shared_scope:
+        return limiter.shared_limit(rate, shared_scope, on_breach=on_breach, **options)
+    return limiter.limit(rate, on_breach=on_breach, **options)
 
 
 def limit_signin(view):

@@ -12,6 +12,7 @@ from conftest import CI, PASSWORD, bearer, settings
 
 from authsvc import create_app
 from authsvc.extensions import db
+from authsvc.limits import named_limit
 from authsvc.models import AuthEvent
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL") or ("redis://127.0.0.1:6379/0" if CI else None)
@@ -66,6 +67,21 @@ def test_a_breach_is_audited_once_per_key_and_window(app, auth, limited):
     with app.app_context():
         events = Counter(db.session.scalars(sa.select(AuthEvent.event)))
     assert events == {"signin_failed": 3, "rate_limited": 1}
+
+
+def test_a_shared_named_limit_counts_its_refusals_by_name(database_url, app):
+    """A limit shared by several endpoints is one bucket, and its 429s carry its name."""
+    config = {"RATELIMIT_ENABLED": True, "RATELIMIT_PASSWORD_PER_USER": "1 per minute"}
+    limited = create_app(settings(database_url, **config))
+    key = uuid.uuid4().hex
+    shared = named_limit("password_per_user", shared_scope="probe", key_func=lambda: key)
+    for path in ("/probe-a", "/probe-b"):
+        limited.add_url_rule(path, path, shared(lambda: "ok"))
+    client = limited.test_client()
+    assert [client.get(path).status_code for path in ("/probe-a", "/probe-b")] == [200, 429]
+    assert 'authsvc_rate_limited_total{limit="password_per_user"}' in client.get(
+        "/metrics"
+    ).get_data(as_text=True)
 
 
 def test_refusals_need_no_database(tmp_path):
