@@ -50,17 +50,18 @@ def flask_cli(env, *args, stdin=None):
 
 
 @contextlib.contextmanager
-def gunicorn(env, workers=2, log=None):
+def gunicorn(env, workers=2, log_path=None):
     """Run `gunicorn wsgi:app` on a free loopback port; yield its URL; stop it.
 
-    Its output goes to a file (`log`, or a temporary one), never an unread
-    pipe: a full pipe would block the workers on their next log line.
+    Its output goes to a file (log_path, else a temporary one), never an
+    unread pipe: a full pipe would block the workers on their next log line.
     """
     port = free_port()
     command = [sys.executable, "-m", "gunicorn", "wsgi:app", "--bind", f"127.0.0.1:{port}"]
     command += ["--workers", str(workers)]
     url = f"http://127.0.0.1:{port}"
-    with contextlib.nullcontext(log) if log else tempfile.TemporaryFile() as log:
+    log_file = open(log_path, "w+b") if log_path else tempfile.TemporaryFile()  # noqa: SIM115
+    with log_file as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_until_serving(url, process, log)

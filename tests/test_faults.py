@@ -167,7 +167,8 @@ def test_crash_under_load_is_503_then_served_again_without_restart(cluster, tmp_
         tmp_path, DATABASE_URL=new_database(cluster), DATABASE_TIMEOUT="2", RATELIMIT_ENABLED="0"
     )
     migrated(env)
-    with open(tmp_path / "gunicorn.log", "w+b") as log, gunicorn(env, log=log) as url:
+    log = tmp_path / "gunicorn.log"
+    with gunicorn(env, log_path=log) as url:
         with loaded(url) as load:
             time.sleep(1.5)
             cluster.crash()
@@ -182,8 +183,7 @@ def test_crash_under_load_is_503_then_served_again_without_restart(cluster, tmp_
             load.phase = "after"
             time.sleep(2)
         signins = [signup_then_signin(url, email) for email in load.created]
-        log.seek(0)
-        lines = log.read().decode().splitlines()
+    lines = log.read_text().splitlines()
     assert not load.errors
     assert set(load.statuses()) <= {200, 201, 503}, load.statuses()
     assert load.statuses("down")[503] > 0 and load.statuses("after")[503] == 0
@@ -324,15 +324,15 @@ def test_misnamed_database_is_503_with_one_log_line_each(tmp_path):
     misnamed = sa.make_url(POSTGRES_URL).set(database="no_such_database")
     env = service_environment(tmp_path, DATABASE_URL=misnamed.render_as_string(False))
     body = {"email": "nobody@example.com", "password": PASSWORD}
-    with open(tmp_path / "gunicorn.log", "w+b") as log, gunicorn(env, log=log) as url:
+    log = tmp_path / "gunicorn.log"
+    with gunicorn(env, log_path=log) as url:
         assert requests.get(f"{url}/healthz").status_code == 200
         answers = [
             requests.post(f"{url}/auth/signin", json=body),
             requests.post(f"{url}/auth/signup", json=body),
             requests.get(f"{url}/readyz"),
         ]
-        log.seek(0)
-        lines = log.read().decode().splitlines()
+    lines = log.read_text().splitlines()
     for answer in answers:
         assert answer.status_code == 503 and answer.json()["code"] == "database_unavailable"
         assert answer.headers["Retry-After"]
