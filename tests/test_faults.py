@@ -16,7 +16,7 @@ from collections import Counter
 import pytest
 import requests
 import sqlalchemy as sa
-from conftest import PASSWORD, POSTGRES_URL, bearer, postgres_database, settings
+from conftest import PASSWORD, bearer, postgres_database, settings
 from faults import fill, private_postgres, resize, small_disk
 from flask_migrate import upgrade
 from live import flask_cli, gunicorn, migrated, service_environment
@@ -317,11 +317,9 @@ def test_refresh_whose_commit_failed_leaves_the_old_token_working(shared_postgre
     assert client.post("/auth/refresh", headers=bearer(tokens["refreshToken"])).status_code == 200
 
 
-def test_misnamed_database_is_503_with_one_log_line_each(tmp_path):
+def test_misnamed_database_is_503_with_one_log_line_each(shared_postgres, tmp_path):
     """A DATABASE_URL naming no database: 503s with one line each, /healthz 200, CLI one line."""
-    if POSTGRES_URL is None:
-        pytest.skip("no PostgreSQL: set TEST_POSTGRES_URL (CI=true uses 127.0.0.1:5432)")
-    misnamed = sa.make_url(POSTGRES_URL).set(database="no_such_database")
+    misnamed = sa.make_url(shared_postgres).set(database="no_such_database")
     env = service_environment(tmp_path, DATABASE_URL=misnamed.render_as_string(False))
     body = {"email": "nobody@example.com", "password": PASSWORD}
     log = tmp_path / "gunicorn.log"
