@@ -87,6 +87,7 @@ def from_environment(environ=os.environ):
         "AUTHSVC_ENV": env,
         "TESTING": testing,
         "SQLALCHEMY_DATABASE_URI": environ.get("DATABASE_URL") or None,
+        "DATABASE_TIMEOUT": _integer(environ, "DATABASE_TIMEOUT", 5, minimum=1),
         "JWT_SECRET_KEY": environ.get("JWT_SECRET_KEY") or None,
         "JWT_PREVIOUS_SECRET_KEY": environ.get("JWT_PREVIOUS_SECRET_KEY") or None,
         "JWT_ALGORITHM": _choice(environ, "JWT_ALGORITHM", "HS256", ALGORITHMS),

@@ -4,6 +4,7 @@ gunicorn binds 127.0.0.1:8000 by default, or 0.0.0.0:$PORT when PORT is set;
 `--bind` overrides both.
 """
 
+import atexit
 import json
 import multiprocessing
 import os
@@ -12,11 +13,21 @@ import tempfile
 
 from gunicorn import util
 
+
+def remove_folder(folder, owner):
+    """Remove a folder at exit, in the process that made it only (workers exit too)."""
+    if os.getpid() == owner:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 # Workers share their Prometheus metrics through files in this folder; it
-# must be set before the app (and prometheus_client) is imported.
-OWN_METRICS_FOLDER = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
-if OWN_METRICS_FOLDER:
+# must be set before the app (and prometheus_client) is imported. It goes
+# at every exit of this process, also those that on_exit never sees: a
+# preload that fails (a bad setting), an error in the master, or a program
+# that only reads this file (the benchmark).
+if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="authsvc-metrics-")
+    atexit.register(remove_folder, os.environ["PROMETHEUS_MULTIPROC_DIR"], os.getpid())
 
 # Sync workers: signin is bcrypt, CPU-bound, so more threads per worker would
 # only queue behind the GIL. Two per core keeps a core busy while the other
@@ -33,6 +44,12 @@ max_requests = 20000
 max_requests_jitter = 2000
 errorlog = "-"
 accesslog = None
+# gunicorn 25 and later open a control socket for `gunicornc`, by default at
+# one path per user ($XDG_RUNTIME_DIR/gunicorn.ctl or ~/.gunicorn/gunicorn.ctl)
+# that every instance shares: the second instance takes it over and the
+# first one's exit deletes it under the second. authsvc is driven by signals
+# (HUP, TERM, TTIN, TTOU), so the socket is off.
+control_socket_disable = True
 # The longest request line gunicorn allows (its default is 4094): a long but
 # well-formed URL reaches the app and gets its 404 problem, not a 414 page.
 limit_request_line = 8190
@@ -69,12 +86,6 @@ def on_starting(server):
     for name in os.listdir(folder):
         if name.endswith(".db"):
             os.remove(os.path.join(folder, name))
-
-
-def on_exit(server):
-    """Remove the metrics folder this configuration made."""
-    if OWN_METRICS_FOLDER:
-        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
 def child_exit(server, worker):

@@ -12,6 +12,7 @@ from authsvc.errors import ProblemApi, register_errorhandlers
 from authsvc.extensions import db, jwt
 from authsvc.hooks import register_hooks
 from authsvc.limits import register_rate_limits
+from authsvc.outages import engine_options, register_outages
 from authsvc.telemetry import register_telemetry
 
 
@@ -47,22 +48,29 @@ def configure_secrets(app):
 
 
 def configure_database(app):
-    """Default to a SQLite file in the instance folder."""
+    """Default to a SQLite file in the instance folder; bound its waits by DATABASE_TIMEOUT."""
     if not app.config["SQLALCHEMY_DATABASE_URI"]:
         os.makedirs(app.instance_path, exist_ok=True)
         path = os.path.join(app.instance_path, "authsvc.db")
         app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{path}"
+    options = engine_options(app.config["SQLALCHEMY_DATABASE_URI"], app.config["DATABASE_TIMEOUT"])
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
+        **options,
+        **app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {}),
+    }
 
 
 @sa.event.listens_for(sa.engine.Engine, "connect")
 def _tune_sqlite(dbapi_connection, connection_record):
-    """Let SQLite enforce foreign keys and serve concurrent workers (WAL)."""
+    """Let SQLite enforce foreign keys and serve concurrent workers (WAL).
+
+    Its busy timeout is sqlite3's `timeout`, from DATABASE_TIMEOUT.
+    """
     if isinstance(dbapi_connection, sqlite3.Connection):
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=10000")
         cursor.close()
 
 
@@ -71,6 +79,7 @@ def register_extensions(app):
     from authsvc import bearer, keys, revocation  # noqa: F401 (their loaders register on import)
 
     db.init_app(app)
+    register_outages(app)
     jwt.init_app(app)
     register_rate_limits(app)
 

@@ -8,16 +8,31 @@ import marshmallow as ma
 import sqlalchemy as sa
 from flask import current_app
 from flask.cli import AppGroup
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from authsvc import accounts, audit, keys, sealing, totp
 from authsvc.errors import Problem
 from authsvc.extensions import db
 from authsvc.models import AuthEvent, Session, SigningKey, User, utcnow
+from authsvc.outages import describe, in_trouble
 from authsvc.passwords import hash_password, refuse_weak_password
 from authsvc.schemas import CredentialsSchema
 
-users_cli = AppGroup("users", help="Manage user accounts.")
+
+class CommandGroup(AppGroup):
+    """A group of commands that stop with one line, not a traceback, when the database fails."""
+
+    def invoke(self, ctx):
+        """Run the command; a database in trouble is an error message and exit status 1."""
+        try:
+            return super().invoke(ctx)
+        except SQLAlchemyError as error:
+            if not in_trouble(error):
+                raise
+            raise click.ClickException(f"the database is unavailable: {describe(error)}") from None
+
+
+users_cli = CommandGroup("users", help="Manage user accounts.")
 
 
 @users_cli.command("create")
@@ -140,7 +155,7 @@ def mfa_reset(email):
     click.echo(f"MFA is off for {user.email}; their sessions are closed.")
 
 
-sessions_cli = AppGroup("sessions", help="Maintain the sessions table.")
+sessions_cli = CommandGroup("sessions", help="Maintain the sessions table.")
 
 
 @sessions_cli.command("purge")
@@ -161,7 +176,7 @@ def purge_sessions(retention):
     click.echo(f"Removed {removed} session(s) that ended before {cutoff:%Y-%m-%dT%H:%M:%SZ}.")
 
 
-keys_cli = AppGroup("keys", help="Manage EdDSA and RS256 signing keys.")
+keys_cli = CommandGroup("keys", help="Manage EdDSA and RS256 signing keys.")
 
 
 @keys_cli.command("rotate")
@@ -232,7 +247,7 @@ def reseal():
     )
 
 
-audit_cli = AppGroup("audit", help="Read the audit trail.")
+audit_cli = CommandGroup("audit", help="Read the audit trail.")
 
 
 def user_id_of(email_or_id):

@@ -9,7 +9,6 @@ from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from authsvc import docs
-from authsvc.keys import ensure_signing_key
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
@@ -87,7 +86,6 @@ def register_hooks(app):
     app.before_request(assign_request_id)
     app.before_request(limit_body_size)
     app.before_request(normalise_bearer_scheme)
-    app.before_request(ensure_signing_key)
     app.after_request(echo_request_id)
     app.after_request(add_security_headers)
     proxies = app.config["TRUSTED_PROXIES"]

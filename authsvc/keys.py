@@ -18,11 +18,10 @@ import jwt
 import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-from flask import current_app, g
+from flask import after_this_request, current_app, g
 from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
 
 from authsvc import sealing
-from authsvc.errors import Problem
 from authsvc.extensions import db
 from authsvc.extensions import jwt as jwt_manager
 from authsvc.models import SigningKey, utcnow
@@ -100,7 +99,7 @@ def _load_or_skip(row):
     """Decrypt a stored key, or log and skip one that JWT_SECRET_KEY no longer opens.
 
     Such a key can neither sign nor verify: its tokens are refused, and if no
-    key is left the next request makes a new one, as on a first start.
+    key is left the next request that signs makes a new one, as on a first start.
     """
     try:
         return _load(row)
@@ -163,17 +162,25 @@ def _usable_keys():
     return [key for key in ring.keys.values() if key.algorithm == algorithm]
 
 
-def ensure_signing_key():
-    """Make the first key pair if there is none yet, before a request writes anything.
+def _first_key():
+    """Make the first key pair, in this request's transaction; it commits with the request's writes.
 
     Operators normally run `flask keys rotate` once; this keeps a service
-    whose operator has not from failing its first signin. Two instances
-    racing here make two keys, which is harmless: both verify.
+    whose operator has not from failing its first signin, without a look at
+    the database before every request. Until the request commits, the key is
+    this request's alone; the next request reads the table again. Two
+    instances racing here make two keys, which is harmless: both verify.
     """
-    if asymmetric() and not _usable_keys():
-        create_key(current_app.config["JWT_ALGORITHM"])
-        db.session.commit()
-        _ring().reload(0)
+    kid = create_key(current_app.config["JWT_ALGORITHM"])
+    g.first_key = _load(db.session.get(SigningKey, kid))
+    after_this_request(_read_keys_again)
+    return g.first_key
+
+
+def _read_keys_again(response):
+    """Have the next request read the keys again, whether this one committed its key or not."""
+    _ring().loaded_at = 0.0
+    return response
 
 
 def signing_key():
@@ -184,9 +191,7 @@ def signing_key():
     """
     usable = _usable_keys()
     pinned = [key for key in usable if key.kid == g.get("signing_kid")]
-    if not (pinned or usable):
-        raise Problem(503, "no_signing_key", "No signing key; run `flask keys rotate`.")
-    key = (pinned or usable)[-1]
+    key = (pinned or usable or [g.get("first_key") or _first_key()])[-1]
     g.signing_kid = key.kid
     return key
 

@@ -5,8 +5,16 @@ botnet spread over many addresses still cannot hammer one account); only
 failures count, so the real user signing in is never what fills a bucket.
 Likewise wrong current passwords and wrong second-factor codes are counted
 per user, each in one bucket shared by every endpoint that checks them.
+
+A refusal costs the database nothing: it is counted in /metrics
+(`authsvc_rate_limited_total` by the limit's name), and only the first
+refusal of a key in each window of a limit writes an audit row, the one
+`rate_limited` event of that breach. A marker in the limiter's own storage
+(memory, or Redis shared by every instance), kept for the window's length,
+tells the first refusal from the others.
 """
 
+import functools
 import hashlib
 import time
 
@@ -14,10 +22,13 @@ from flask import current_app, g, request
 from flask_jwt_extended import get_jwt
 from flask_limiter.errors import RateLimitExceeded
 from flask_limiter.util import get_remote_address
+from sqlalchemy.exc import SQLAlchemyError
 
 from authsvc import audit, challenges
 from authsvc.errors import problem
 from authsvc.extensions import db, limiter
+from authsvc.outages import describe, in_trouble, log_unavailable, roll_back
+from authsvc.telemetry import count_refusal
 
 
 def _setting(name):
@@ -77,37 +88,49 @@ def _session_key():
     return "session:" + get_jwt()["sid"]
 
 
+def _note_breach(name, breached):
+    """Remember which limit refused this request (Flask-Limiter's on_breach callback)."""
+    g.breached_limit = name
+
+
+def named_limit(name, shared_scope=None, **options):
+    """Return a limit whose rate is the setting RATELIMIT_<NAME>, counted in /metrics as `name`.
+
+    With a `shared_scope`, one bucket serves every endpoint the limit guards.
+    """
+    rate, on_breach = _setting(f"RATELIMIT_{name.upper()}"), functools.partial(_note_breach, name)
+    if shared_scope:
+        return limiter.shared_limit(rate, shared_scope, on_breach=on_breach, **options)
+    return limiter.limit(rate, on_breach=on_breach, **options)
+
+
 def limit_signin(view):
     """Limit failed signins per client address and per target email."""
-    view = limiter.limit(
-        _setting("RATELIMIT_SIGNIN_PER_EMAIL"), key_func=_target_email, deduct_when=_failed
-    )(view)
-    return limiter.limit(
-        _setting("RATELIMIT_SIGNIN_PER_ADDRESS"), key_func=get_remote_address, deduct_when=_failed
-    )(view)
+    view = named_limit("signin_per_email", key_func=_target_email, deduct_when=_failed)(view)
+    return named_limit("signin_per_address", key_func=get_remote_address, deduct_when=_failed)(view)
 
 
-limit_signup = limiter.limit(_setting("RATELIMIT_SIGNUP_PER_ADDRESS"), key_func=get_remote_address)
-limit_refresh = limiter.limit(_setting("RATELIMIT_REFRESH_PER_SESSION"), key_func=_session_key)
+limit_signup = named_limit("signup_per_address", key_func=get_remote_address)
+limit_refresh = named_limit("refresh_per_session", key_func=_session_key)
 # Shared limits: the scope names the bucket, the same on every endpoint it guards.
 CURRENT_PASSWORD_LIMIT = "current-password"
 MFA_CODE_LIMIT = "mfa-codes"
 
-limit_current_password = limiter.shared_limit(
-    _setting("RATELIMIT_PASSWORD_PER_USER"),
-    scope=CURRENT_PASSWORD_LIMIT,
+limit_current_password = named_limit(
+    "password_per_user",
+    shared_scope=CURRENT_PASSWORD_LIMIT,
     key_func=_user_key,
     deduct_when=_wrong_password,
 )
-limit_mfa_codes = limiter.shared_limit(
-    _setting("RATELIMIT_MFA_PER_USER"),
-    scope=MFA_CODE_LIMIT,
+limit_mfa_codes = named_limit(
+    "mfa_per_user",
+    shared_scope=MFA_CODE_LIMIT,
     key_func=_caller_mfa_key,
     deduct_when=_wrong_mfa_code,
 )
-limit_mfa_signin = limiter.shared_limit(
-    _setting("RATELIMIT_MFA_PER_USER"),
-    scope=MFA_CODE_LIMIT,
+limit_mfa_signin = named_limit(
+    "mfa_per_user",
+    shared_scope=MFA_CODE_LIMIT,
     key_func=_mfa_token_key,
     deduct_when=_wrong_mfa_code,
 )
@@ -120,15 +143,46 @@ def _retry_after():
     return str(max(1, int(reset_at - time.time()) + 1))
 
 
-def rate_limited(error):
-    """Answer a breached limit with 429 and Retry-After, and note it in the audit trail."""
-    db.session.rollback()
+def _first_refusal_in_window():
+    """Tell whether this refusal is the first of its key in this window of the breached limit.
+
+    The marker lives in the limiter's storage as long as the window; of two
+    refusals racing to set it, one sees 1. Reading it first spares the
+    others a write (and memory storage the timer thread each write wakes).
+    When the storage fails, nothing is audited rather than every refusal.
+    """
+    breached = limiter.current_limit
+    if breached is None:
+        return False
+    marker, storage = f"breach/{breached.key}", limiter.limiter.storage
+    try:
+        return not storage.get(marker) and storage.incr(marker, breached.limit.get_expiry()) == 1
+    except Exception:
+        return False
+
+
+def _audit_breach():
+    """Write the breach's one audit row; a database in trouble loses the row, never the 429."""
     caller = g.get("session_row")
-    if caller is None:
-        audit.record("rate_limited")
-    else:
-        audit.record("rate_limited", caller.id, caller.session_id)
-    db.session.commit()
+    roll_back()
+    try:
+        if caller is None:
+            audit.record("rate_limited")
+        else:
+            audit.record("rate_limited", caller.id, caller.session_id)
+        db.session.commit()
+    except SQLAlchemyError as error:
+        if not in_trouble(error):
+            raise
+        roll_back()
+        log_unavailable(describe(error))
+
+
+def rate_limited(error):
+    """Answer a breached limit with 429 and Retry-After; count it, and audit the breach once."""
+    count_refusal(g.get("breached_limit") or request.endpoint or "unmatched")
+    if _first_refusal_in_window():
+        _audit_breach()
     return problem(
         429,
         "rate_limited",

@@ -3,11 +3,11 @@
 import sqlalchemy as sa
 from flask import Response
 from prometheus_client import CONTENT_TYPE_LATEST
-from sqlalchemy.exc import SQLAlchemyError
 
 from authsvc import keys
 from authsvc.errors import Problem
 from authsvc.extensions import db
+from authsvc.outages import RETRY_AFTER_SECONDS, log_unavailable
 from authsvc.parsing import Blueprint
 from authsvc.schemas import JWKSSchema, StatusSchema
 from authsvc.telemetry import metrics_exposition
@@ -26,12 +26,23 @@ def healthz():
 @bp.response(200, StatusSchema)
 @bp.alt_response(503, response="SERVICE_UNAVAILABLE")
 def readyz():
-    """Answer 200 when the database answers, else 503."""
-    try:
+    """Answer 200 when the database answers and, as far as it says, takes writes; else 503.
+
+    PostgreSQL says whether it is read-only (default_transaction_read_only,
+    a standby); SQLite cannot tell a full disk or a read-only file without
+    writing, so there only the answer counts. A database that does not
+    answer is the 503 of outages.database_unavailable.
+    """
+    if db.session.get_bind().dialect.name != "postgresql":
         db.session.execute(sa.text("SELECT 1"))
-    except SQLAlchemyError:
-        db.session.rollback()
-        raise Problem(503, "database_unavailable", "The database does not answer.") from None
+    elif db.session.scalar(sa.text("SELECT current_setting('transaction_read_only')")) == "on":
+        log_unavailable("the database is read-only")
+        raise Problem(
+            503,
+            "database_unavailable",
+            "The database is read-only.",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     return {"status": "ok"}
 
 

@@ -36,6 +36,9 @@ LATENCY = Histogram(
 AUTH_EVENTS = Counter(
     "authsvc_auth_events", "Auth events by kind, as the audit trail records them.", ["event"]
 )
+RATE_LIMITED = Counter(
+    "authsvc_rate_limited", "Requests refused by a rate limit, by the limit's name.", ["limit"]
+)
 
 access_log = logging.getLogger("authsvc.access")
 
@@ -43,6 +46,11 @@ access_log = logging.getLogger("authsvc.access")
 def count_event(event):
     """Count one auth event."""
     AUTH_EVENTS.labels(event).inc()
+
+
+def count_refusal(limit):
+    """Count one request refused by a rate limit."""
+    RATE_LIMITED.labels(limit).inc()
 
 
 def start_clock():
@@ -86,14 +94,19 @@ def metrics_exposition():
     return generate_latest(registry)
 
 
-def configure_access_log(enabled):
-    """Send the access log, bare JSON lines, to stderr (once per process)."""
-    access_log.setLevel(logging.INFO if enabled else logging.WARNING)
-    access_log.propagate = False
-    if not access_log.handlers:
+def log_lines_to_stderr(logger, level):
+    """Send a logger's records at `level` and up to stderr as bare lines (once per process)."""
+    logger.setLevel(level)
+    logger.propagate = False
+    if not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(message)s"))
-        access_log.addHandler(handler)
+        logger.addHandler(handler)
+
+
+def configure_access_log(enabled):
+    """Send the access log, bare JSON lines, to stderr."""
+    log_lines_to_stderr(access_log, logging.INFO if enabled else logging.WARNING)
 
 
 def register_telemetry(app):

@@ -139,6 +139,9 @@ def service_environment(options, database_url):
         # address must not be told to slow down: these limits never trip.
         "RATELIMIT_SIGNUP_PER_ADDRESS": "1000000 per minute",
         "RATELIMIT_REFRESH_PER_SESSION": "1000000 per minute",
+        # The refusal scenario's target: one failure (one bcrypt check) per
+        # worker, then nothing but 429s. Successful signins never count.
+        "RATELIMIT_SIGNIN_PER_EMAIL": "1 per hour",
     }
 
 
@@ -188,6 +191,7 @@ def main():
         report.progress(f"seeded {options.users:,} users and an admin in {seed_seconds:.1f} s")
         start_servers(stack, run, env, gunicorn_settings, RESULTS / stamp)
         results = {scenario.key: run_scenario(run, scenario) for scenario in scenarios.SCENARIOS}
+        events = database.count_events(database_url)
         run.note_memory()
         memory = {
             "authsvc_workers_kib": servers.workers_peak_memory(run.service.pid),
@@ -216,6 +220,7 @@ def main():
         checkpw_seconds=run.checkpw_seconds,
         scenarios=results,
         memory=memory,
+        events=events,
         profile=profiled,
     )
     path = RESULTS / f"{stamp}-{dialect}.json"

@@ -13,6 +13,10 @@ from bench.servers import ROOT
 
 PASSWORD = "violet-kettle-orbit-42"
 ADMIN_EMAIL = "admin@example.com"
+# The address the refusal scenario floods with wrong passwords: no seeded
+# user's, whose own signins it would block; limits count failures per
+# address whether or not an account has it.
+REFUSED_EMAIL = "flooded@example.com"
 BATCH = 10_000
 CHECKPW_SAMPLES = 5
 
@@ -62,6 +66,19 @@ def seed(url, count, password_hash):
     finally:
         engine.dispose()
     return time.perf_counter() - started
+
+
+def count_events(url):
+    """Return how many auth_events rows of each kind the database holds."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                sa.text("SELECT event, count(*) FROM auth_events GROUP BY event")
+            )
+            return dict(rows.all())
+    finally:
+        engine.dispose()
 
 
 def time_checkpw(password_hash):

@@ -1,7 +1,8 @@
 -- One benchmark scenario for wrk. BENCH_SPEC names a Lua file, written by
 -- bench/load.py, that returns the scenario: method, paths, headers, and
 -- optionally bodies (picked at random), unique_body (a format of the thread
--- id and a counter), tokens (refresh chains) and the request cap.
+-- id and a counter), tokens (refresh chains), expect (the one status that is
+-- no error) and the request cap.
 local ffi = require("ffi")
 ffi.cdef([[
 typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
@@ -62,10 +63,18 @@ function request()
   return wrk.format(spec.method, spec.paths[math.random(#spec.paths)], headers, body)
 end
 
+-- A scenario may expect one status (a refusal expects 429); else any 2xx.
+function answered_as_expected(status)
+  if spec.expect then
+    return status == spec.expect
+  end
+  return status >= 200 and status <= 299
+end
+
 function response(status, headers, body)
   last_us = now_us()
   completed = completed + 1
-  if status < 200 or status > 299 then
+  if not answered_as_expected(status) then
     statuses[tostring(status)] = (statuses[tostring(status)] or 0) + 1
   elseif spec.tokens then
     local token = body:match('"refreshToken"%s*:%s*"([^"]+)"')

@@ -2,8 +2,9 @@
 
 A scenario is a dict: `method`, `paths` and `headers`, and optionally `bodies`
 (one picked at random per request), `unique_body` (a %-format of the client
-number and a counter) and `tokens` (refresh tokens, each the head of a chain:
-every answer's refreshToken is the next request's bearer). Both generators
+number and a counter), `tokens` (refresh tokens, each the head of a chain:
+every answer's refreshToken is the next request's bearer) and `expect` (the
+one status that is no error; else any 2xx). Both generators
 read it the same way, stop at a deadline or at a request cap, whichever comes
 first, and return the same summary.
 """
@@ -159,13 +160,19 @@ def _client(number, address, scenario, deadline, tickets, max_requests, record, 
             connection.close()
         record.last = time.perf_counter()
         record.latencies.append(record.last - started)
-        if not 200 <= response.status < 300:
+        if not answered_as_expected(scenario, response.status):
             record.errors[str(response.status)] += 1
         elif chain is not None:
             token = json.loads(data)["refreshToken"]
             record.repeats += token in seen
             seen.add(token)
             chain.append(token)
+
+
+def answered_as_expected(scenario, status):
+    """Tell whether a status is what the scenario expects: its `expect`, else any 2xx."""
+    expected = scenario.get("expect")
+    return status == expected if expected else 200 <= status < 300
 
 
 def percentile(ordered, percent):

@@ -86,7 +86,25 @@ def cpu_ratio(scenarios):
     return round(me / (sum(bare) / len(bare)), 2) if me and all(bare) else None
 
 
-def document(*, options, workers, checkpw_seconds, scenarios, memory, **rest):
+def refusals(scenarios, events):
+    """Return what the refusals cost next to a bare request, and what they wrote."""
+    bare = [scenarios["bare"], scenarios["bare_again"]]
+    bare_rps = sum(run["rps"] for run in bare) / len(bare)
+    bare_cpu = [run["cpu_ms_per_request"] for run in bare]
+    refused = scenarios["refused"]
+    return {
+        "rps_ratio": round(refused["rps"] / bare_rps, 3) if bare_rps else None,
+        "cpu_ratio": (
+            round(refused["cpu_ms_per_request"] / (sum(bare_cpu) / len(bare_cpu)), 2)
+            if refused["cpu_ms_per_request"] and all(bare_cpu)
+            else None
+        ),
+        "rate_limited_rows": events.get("rate_limited", 0),
+        "signin_failed_rows": events.get("signin_failed", 0),
+    }
+
+
+def document(*, options, workers, checkpw_seconds, scenarios, memory, events, **rest):
     """Return everything the run measured, as the JSON file keeps it."""
     cores = min(os.cpu_count() or 1, workers)
     bound = cores / checkpw_seconds
@@ -105,6 +123,7 @@ def document(*, options, workers, checkpw_seconds, scenarios, memory, **rest):
         },
         "scenarios": scenarios,
         "cpu_ratio": cpu_ratio(scenarios),
+        "refusals": refusals(scenarios, events),
         "memory": memory,
         "targets": targets(scenarios, memory_mib, bound),
     }
@@ -157,6 +176,14 @@ def print_report(results, path):
         f"\nbare Flask before and after /users/me: {bare['rps']:.0f} and {again['rps']:.0f} req/s "
         "(the machine's noise); CPU per request: "
         + (f"/users/me {ratio:.2f}x bare" if ratio else "n/a")
+    )
+    refused = results["refusals"]
+    print(
+        f"refused signins (429): {refused['rps_ratio']} of bare Flask's req/s, "
+        f"{refused['cpu_ratio']}x its CPU per request; the database gained "
+        f"{refused['rate_limited_rows']} rate_limited and "
+        f"{refused['signin_failed_rows']} signin_failed rows for "
+        f"{scenarios['refused']['requests']:,} refusals"
     )
     repeated = scenarios["refresh"]["repeated_tokens"]
     print(f"refresh: {repeated} answers repeated an earlier refresh token (0: all real rotations)")

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 from authsvc.schemas import encode_cursor
-from bench.database import ADMIN_EMAIL, PASSWORD, time_checkpw, user_email
+from bench.database import ADMIN_EMAIL, PASSWORD, REFUSED_EMAIL, time_checkpw, user_email
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 PAGE = 50
@@ -46,6 +46,23 @@ def me(run):
         "method": "GET",
         "paths": ["/users/me"],
         "headers": {"Authorization": f"Bearer {token}"},
+    }
+
+
+def refused(run):
+    """POST /auth/signin with a wrong password at one account, refused with 429.
+
+    The benchmark's RATELIMIT_SIGNIN_PER_EMAIL lets one failure a worker
+    through, during the warm-up (a bcrypt check each); then every request is
+    refused: validated, checked against the limits, counted, answered.
+    """
+    body = json.dumps({"email": REFUSED_EMAIL, "password": "not-" + PASSWORD})
+    return {
+        "method": "POST",
+        "paths": ["/auth/signin"],
+        "headers": JSON_HEADERS,
+        "bodies": [body],
+        "expect": 429,
     }
 
 
@@ -113,11 +130,13 @@ class Scenario(NamedTuple):
 
 
 # The bare app runs just before and just after /users/me, so that the ratio
-# of the two compares like with like on a machine whose load drifts.
+# of the two compares like with like on a machine whose load drifts; the
+# refusals follow at once, to be compared with the same two.
 SCENARIOS = [
     Scenario("bare", "GET / (bare Flask)", "bare", bare, True),
     Scenario("me", "GET /users/me", "service", me, True),
     Scenario("bare_again", "GET / (bare Flask, again)", "bare", bare, False),
+    Scenario("refused", "POST /auth/signin, 429", "service", refused, True),
     Scenario("users", f"GET /users?limit={PAGE}", "service", users, True),
     Scenario("refresh", "POST /auth/refresh", "service", refresh, False),
     Scenario("signin", "POST /auth/signin", "service", signin, False),

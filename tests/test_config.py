@@ -21,6 +21,7 @@ def test_defaults_match_the_operating_contract():
     assert settings["MFA_TOKEN_TTL"] == 300
     assert settings["MFA_ISSUER"] == "authsvc"
     assert settings["RATELIMIT_MFA_PER_USER"] == "5 per minute;20 per hour"
+    assert settings["DATABASE_TIMEOUT"] == 5
 
 
 @pytest.mark.parametrize(
@@ -33,6 +34,7 @@ def test_defaults_match_the_operating_contract():
         ("REFRESH_REUSE_GRACE", "-1"),
         ("MFA_TOKEN_TTL", "0"),
         ("RATELIMIT_MFA_PER_USER", "often"),
+        ("DATABASE_TIMEOUT", "0"),
     ],
 )
 def test_bad_setting_stops_start_up_with_its_name(name, value):

@@ -202,8 +202,8 @@ def test_openapi_and_docs_over_http(server):
 
 
 def test_production_refuses_to_start_without_a_secret(tmp_path):
-    """gunicorn stops at once, with one line naming JWT_SECRET_KEY."""
-    env = service_environment(tmp_path)
+    """gunicorn stops at once, with one line naming JWT_SECRET_KEY, and leaves no folder behind."""
+    env = service_environment(tmp_path, TMPDIR=str(tmp_path))
     del env["JWT_SECRET_KEY"]
     process = subprocess.run(
         [sys.executable, "-m", "gunicorn", "wsgi:app", "--bind", f"127.0.0.1:{free_port()}"],
@@ -216,6 +216,18 @@ def test_production_refuses_to_start_without_a_secret(tmp_path):
     assert process.returncode != 0
     lines = [line for line in process.stderr.splitlines() if "JWT_SECRET_KEY" in line]
     assert len(lines) == 1 and "32 bytes" in lines[0]
+    assert not list(tmp_path.glob("authsvc-metrics-*"))
+
+
+def test_a_run_leaves_no_metrics_folder_and_no_shared_control_socket(tmp_path):
+    """A stopped gunicorn removes its metrics folder and never made ~/.gunicorn/gunicorn.ctl."""
+    env = service_environment(tmp_path, TMPDIR=str(tmp_path))
+    migrated(env)
+    with gunicorn(env, workers=1) as url:
+        assert requests.get(f"{url}/metrics").status_code == 200
+        assert len(list(tmp_path.glob("authsvc-metrics-*"))) == 1
+    assert not list(tmp_path.glob("authsvc-metrics-*"))
+    assert not (tmp_path / ".gunicorn").exists()
 
 
 def failed_signins(url, email, count):

@@ -2,12 +2,17 @@
 
 import hashlib
 import uuid
+from collections import Counter
 
 import pytest
 import redis
+import sqlalchemy as sa
 from conftest import PASSWORD, bearer, redis_server, settings
 
 from authsvc import create_app
+from authsvc.extensions import db
+from authsvc.limits import named_limit
+from authsvc.models import AuthEvent
 
 WRONG = "wrong-password-42"
 
@@ -50,6 +55,41 @@ def test_failed_signins_per_email_are_limited(auth, limited):
     assert refused.content_type == "application/problem+json"
     assert refused.json["code"] == "rate_limited"
     assert 0 < int(refused.headers["Retry-After"]) <= 61
+
+
+def test_a_breach_is_audited_once_per_key_and_window(app, auth, limited):
+    """A burst of refusals writes one rate_limited row, not one per 429."""
+    auth.create_user()
+    client = limited()
+    assert [signin(client).status_code for _ in range(8)] == [401] * 3 + [429] * 5
+    with app.app_context():
+        events = Counter(db.session.scalars(sa.select(AuthEvent.event)))
+    assert events == {"signin_failed": 3, "rate_limited": 1}
+
+
+def test_a_shared_named_limit_counts_its_refusals_by_name(database_url, app):
+    """A limit shared by several endpoints is one bucket, and its 429s carry its name."""
+    config = {"RATELIMIT_ENABLED": True, "RATELIMIT_PASSWORD_PER_USER": "1 per minute"}
+    limited = create_app(settings(database_url, **config))
+    key = uuid.uuid4().hex
+    shared = named_limit("password_per_user", shared_scope="probe", key_func=lambda: key)
+    for path in ("/probe-a", "/probe-b"):
+        limited.add_url_rule(path, path, shared(lambda: "ok"))
+    client = limited.test_client()
+    assert [client.get(path).status_code for path in ("/probe-a", "/probe-b")] == [200, 429]
+    assert 'authsvc_rate_limited_total{limit="password_per_user"}' in client.get(
+        "/metrics"
+    ).get_data(as_text=True)
+
+
+def test_refusals_need_no_database(tmp_path):
+    """With the database unreachable, a refused request is still a 429, not a 503."""
+    missing = f"sqlite:///{tmp_path / 'no-such-folder' / 'authsvc.db'}"
+    config = {"RATELIMIT_ENABLED": True, "RATELIMIT_SIGNUP_PER_ADDRESS": "1 per minute"}
+    client = create_app(settings(missing, **config)).test_client()
+    body = {"email": "new@example.com", "password": PASSWORD}
+    assert client.post("/auth/signup", json=body).status_code == 503
+    assert [client.post("/auth/signup", json=body).status_code for _ in range(3)] == [429] * 3
 
 
 def test_email_limit_holds_across_addresses(auth, limited):

@@ -39,15 +39,18 @@ def test_metrics_count_auth_events(auth, client):
         assert event_count(after, event) - event_count(before, event) == 1, event
 
 
-def test_metrics_count_rate_limited_requests(database_url, app):
-    """A 429 is counted as a rate_limited event."""
+def test_metrics_count_every_refusal_by_limit(database_url, app):
+    """Every 429 is counted by its limit's name; the audit trail counts the breach once."""
     limited = create_app(
         settings(database_url, RATELIMIT_ENABLED=True, RATELIMIT_SIGNUP_PER_ADDRESS="1 per minute")
     ).test_client()
+    refused = ("authsvc_rate_limited_total", (("limit", "signup_per_address"),))
     before = samples(limited)
-    for i in range(2):
+    for i in range(3):
         limited.post("/auth/signup", json={"email": f"m{i}@example.com", "password": PASSWORD})
-    assert event_count(samples(limited), "rate_limited") - event_count(before, "rate_limited") == 1
+    after = samples(limited)
+    assert after[refused] - before.get(refused, 0) == 2
+    assert event_count(after, "rate_limited") - event_count(before, "rate_limited") == 1
 
 
 def test_metrics_count_and_time_requests_by_endpoint_and_status(client):
