@@ -21,6 +21,14 @@ EVENTS = (
     "account_deleted",
     "user_updated",
     "user_deleted",
+    "verification_sent",
+    "email_verified",
+    "password_reset_requested",
+    "password_reset",
+    "email_change_requested",
+    "email_change_failed",
+    "email_changed",
+    "mail_given_up",
 )
 
 

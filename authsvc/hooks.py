@@ -77,12 +77,21 @@ DOCS_POLICY = (
 )
 
 
+# The pages mailed links open (pages.py): their stylesheet and their form, nothing else.
+PAGE_POLICY = (
+    "default-src 'none'; style-src 'self'; form-action 'self'; "
+    "base-uri 'none'; frame-ancestors 'none'"
+)
+
+
 def add_security_headers(response):
     """Send the headers a JSON API should send, on every response."""
     response.headers.extend(SECURITY_HEADERS)
     if request.endpoint == "api-docs.openapi_swagger_ui":
         cdn = current_app.config["OPENAPI_SWAGGER_UI_URL"].split("/npm/")[0]
         response.headers["Content-Security-Policy"] = DOCS_POLICY.format(cdn=cdn)
+    elif request.blueprint == "pages":
+        response.headers["Content-Security-Policy"] = PAGE_POLICY
     if request.is_secure:
         response.headers["Strict-Transport-Security"] = "max-age=63072000"
     return response

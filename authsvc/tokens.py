@@ -48,6 +48,7 @@ SESSION_CHECK = (
         users.c.role,
         users.c.disabled,
         users.c.created_at,
+        users.c.email_verified,
     )
     .join(users, users.c.id == sessions.c.user_id)
     .where(sessions.c.id == sa.bindparam("sid"))

@@ -4,11 +4,11 @@ import sqlalchemy as sa
 from flask import current_app, jsonify, url_for
 from flask_jwt_extended import current_user, get_current_user, get_jwt
 
-from authsvc import accounts, audit
+from authsvc import accounts, audit, mailtokens
 from authsvc.bearer import token_required
 from authsvc.errors import Problem
 from authsvc.extensions import db
-from authsvc.limits import limit_password_change
+from authsvc.limits import limit_wrong_password
 from authsvc.models import User
 from authsvc.parsing import Blueprint
 from authsvc.passwords import hash_password, refuse_weak_password, verify_password
@@ -28,6 +28,8 @@ from authsvc.tokens import open_session, revoke_sessions_of
 bp = Blueprint("users", __name__, url_prefix="/users", description="Accounts.")
 
 NO_SUCH_USER = Problem(404, "not_found", "There is no such user.")
+# What a page of users reads: plain rows, never changed.
+PAGE_COLUMNS = (User.id, User.email, User.role, User.disabled, User.created_at, User.email_verified)
 
 
 def user_document(user, for_admin):
@@ -38,6 +40,7 @@ def user_document(user, for_admin):
         "email": user.email,
         "role": user.role,
         "created_at": user.created_at,
+        "email_verified": user.email_verified,
     }
     if for_admin:
         document["disabled"] = user.disabled
@@ -57,6 +60,7 @@ def page_document(rows):
             "email": row.email,
             "role": row.role,
             "createdAt": format_timestamp(row.created_at),
+            "emailVerified": row.email_verified,
             "disabled": row.disabled,
         }
         for row in rows
@@ -112,7 +116,7 @@ def delete_me():
 @bp.alt_response(429, response="TOO_MANY_REQUESTS")
 @token_required()
 @bp.arguments(PasswordChangeSchema)
-@limit_password_change
+@limit_wrong_password
 def change_password(passwords):
     """Replace the caller's password, end every session, and open a new one."""
     user = user_or_404(current_user.id)
@@ -122,6 +126,7 @@ def change_password(passwords):
         raise Problem(403, "invalid_password", "The current password is wrong.")
     refuse_weak_password(passwords["new_password"], user.email, field="newPassword")
     user.password_hash = hash_password(passwords["new_password"])
+    mailtokens.kill(user.id, "password_reset")
     revoke_sessions_of(user.id)
     session, tokens = open_session(user)
     audit.record("password_changed", user.id, session.id)
@@ -142,10 +147,7 @@ def list_users(limit=None, cursor=None):
     limit = min(limit or config["USERS_PAGE_DEFAULT"], config["USERS_PAGE_MAX"])
     # Plain rows rather than ORM objects: a page is read, never changed.
     page = db.session.execute(
-        sa.select(User.id, User.email, User.role, User.disabled, User.created_at)
-        .where(User.id > (cursor or 0))
-        .order_by(User.id)
-        .limit(limit + 1)
+        sa.select(*PAGE_COLUMNS).where(User.id > (cursor or 0)).order_by(User.id).limit(limit + 1)
     ).all()
     headers = {}
     if len(page) > limit:
@@ -178,7 +180,7 @@ def get_user(user_id):
 @token_required()
 @bp.arguments(UserUpdateSchema)
 def update_user(changes, user_id):
-    """Change a user's role or disabled flag (admins only)."""
+    """Change a user's role, disabled flag or emailVerified (admins only)."""
     require_admin()
     user = user_or_404(user_id)
     accounts.update_user(user, **changes)

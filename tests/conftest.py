@@ -30,6 +30,8 @@ def settings(database_url, **extra):
         "BCRYPT_ROUNDS": 4,
         "RATELIMIT_ENABLED": False,
         "ACCESS_LOG": False,
+        # Tests drive the outbox with relay.send_pending(); the e2e tests run the thread.
+        "MAIL_RELAY": False,
         **extra,
     }
 

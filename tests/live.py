@@ -32,6 +32,7 @@ def service_environment(tmp_path, **extra):
         "JWT_SECRET_KEY": secrets.token_urlsafe(48),
         "DATABASE_URL": f"sqlite:///{tmp_path / 'authsvc.db'}",
         "BCRYPT_ROUNDS": "4",
+        "MAIL_URL": "none",
         **extra,
     }
 

@@ -52,6 +52,7 @@ def test_production_starts_with_a_long_secret(monkeypatch):
     """A 32-byte secret is enough."""
     monkeypatch.setenv("AUTHSVC_ENV", "production")
     monkeypatch.setenv("JWT_SECRET_KEY", "kVq3-Zr8pW1xY0aL9mB7nC6dE5fG4hJ2")
+    monkeypatch.setenv("MAIL_URL", "none")
     app = create_app({"SQLALCHEMY_DATABASE_URI": "sqlite://"})
     assert app.config["BCRYPT_ROUNDS"] == 12
 
