@@ -8,6 +8,7 @@ come from MAIL_TEMPLATES first, then from the package. Delivery is SMTP
 through the standard library, or the log for console://.
 """
 
+import email.policy
 import json
 import logging
 import smtplib
@@ -152,7 +153,7 @@ def deliver(message):
         smtp.ehlo_or_helo_if_needed()
         _expect(smtp.mail(sender), 250)
         _expect(smtp.rcpt(message["To"].addresses[0].addr_spec), 250, 251)
-        code, text = smtp.data(message.as_bytes())
+        code, text = smtp.data(message.as_bytes(policy=email.policy.SMTP))
         _expect((code, text), 250)
     return f"{code} {text.decode(errors='replace')}"
 

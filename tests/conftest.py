@@ -2,10 +2,12 @@
 
 import os
 import uuid
+from types import SimpleNamespace
 
 import pytest
 import sqlalchemy as sa
 from flask_migrate import upgrade
+from mailer import Mailbox, smtp_server
 
 from authsvc import create_app
 from authsvc.extensions import db
@@ -150,6 +152,22 @@ class AuthActions:
 def auth(app, client, password_hash):
     """Return the sign-up and sign-in helper."""
     return AuthActions(app, client, password_hash)
+
+
+@pytest.fixture(scope="session")
+def smtp():
+    """Run one real SMTP server (aiosmtpd) for the session; give its mailbox and MAIL_URL."""
+    mailbox = Mailbox()
+    with smtp_server(mailbox) as controller:
+        yield SimpleNamespace(mailbox=mailbox, url=f"smtp://127.0.0.1:{controller.port}")
+
+
+@pytest.fixture
+def mailbox(smtp):
+    """Return the SMTP server's mailbox, empty."""
+    smtp.mailbox.clear()
+    yield smtp.mailbox
+    smtp.mailbox.clear()
 
 
 def bearer(token):
