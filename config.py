@@ -220,9 +220,12 @@ def parse_mail_url(url):
     if parts.scheme == "console":
         return MailServer("console")
     try:
-        port = parts.port or MAIL_SCHEMES[parts.scheme]
+        port = parts.port
     except ValueError:
-        raise ConfigError("MAIL_URL has a port that is not a number from 1 to 65535") from None
+        port = 0
+    if port == 0:
+        raise ConfigError("MAIL_URL has a port that is not a number from 1 to 65535")
+    port = port or MAIL_SCHEMES[parts.scheme]
     if not parts.hostname:
         raise ConfigError(f"MAIL_URL names no host; it must be {hint}")
     username = unquote(parts.username) if parts.username else None
