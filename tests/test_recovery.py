@@ -1,5 +1,6 @@
 """Password reset, verified addresses and email change, through a real SMTP server."""
 
+import logging
 import threading
 
 import pytest
@@ -430,3 +431,135 @@ def test_admins_set_email_verified(app, auth, client):
         user["email"]: user["emailVerified"] for user in client.get("/users", headers=admin).json
     }
     assert listed == {EMAIL: True, "admin@example.com": False}
+
+
+@pytest.fixture
+def limited(database_url, smtp, mailbox):
+    """Return a client of an app with tight mail limits; ask for it after `auth`."""
+    # The limiter is one object: the app made last decides whether it is on.
+    app = create_app(
+        settings(
+            database_url,
+            MAIL_URL=smtp.url,
+            RATELIMIT_ENABLED=True,
+            RATELIMIT_MAIL_PER_EMAIL="2 per hour",
+            RATELIMIT_RESET_PER_ADDRESS="5 per minute",
+            RATELIMIT_PASSWORD_PER_USER="2 per minute",
+        )
+    )
+    yield app.test_client()
+    empty_database(app)
+
+
+def reset_statuses(client, email, count, address="127.0.0.1"):
+    """Ask for `count` resets of an address from a client address; return the statuses."""
+    return [
+        client.post(
+            "/auth/password-reset", json={"email": email}, environ_base={"REMOTE_ADDR": address}
+        ).status_code
+        for _ in range(count)
+    ]
+
+
+def test_reset_requests_per_target_are_limited_account_or_not(auth, limited):
+    """The third request for one address in an hour is 429, whether it has an account or not."""
+    auth.create_user(EMAIL)
+    assert reset_statuses(limited, EMAIL, 3) == [202, 202, 429]
+    assert reset_statuses(limited, "nobody@example.com", 3, "10.0.0.2") == [202, 202, 429]
+    refused = limited.post("/auth/password-reset", json={"email": EMAIL})
+    assert refused.json["code"] == "rate_limited" and int(refused.headers["Retry-After"]) > 0
+
+
+def test_reset_requests_per_client_address_are_limited(auth, limited):
+    """A sixth reset a minute from one address is 429, whatever the target; others go on."""
+    statuses = [reset_statuses(limited, f"u{i}@example.com", 1)[0] for i in range(6)]
+    assert statuses == [202] * 5 + [429]
+    assert reset_statuses(limited, "u9@example.com", 1, "10.0.0.9") == [202]
+
+
+def test_email_change_mails_are_limited_per_new_address(auth, limited):
+    """Change requests to one new address count only when a mail was queued."""
+    auth.create_user(EMAIL)
+    tokens = auth.signin()
+    statuses = [
+        change_email(limited, tokens["accessToken"], "target@example.com").status_code
+        for _ in range(3)
+    ]
+    assert statuses == [202, 202, 429]
+
+
+def test_wrong_passwords_share_one_bucket(auth, limited):
+    """Wrong current passwords at /users/me/password and /users/me/email count together."""
+    auth.create_user(EMAIL)
+    tokens = auth.signin()
+    headers = bearer(tokens["accessToken"])
+    wrong = {"currentPassword": "wrong-password-42", "newPassword": NEW_PASSWORD}
+    assert limited.post("/users/me/password", json=wrong, headers=headers).status_code == 403
+    wrong_change = change_email(limited, tokens["accessToken"], "x@example.com", "wrong-pass-42")
+    assert wrong_change.status_code == 403
+    assert change_email(limited, tokens["accessToken"], "x@example.com").status_code == 429
+
+
+class LogLines(logging.Handler):
+    """Every log line authsvc writes, whatever its logger."""
+
+    NAMES = ("", "authsvc", "authsvc.access", "authsvc.mail")
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.lines = []
+
+    def emit(self, record):
+        """Keep the formatted line."""
+        self.lines.append(record.getMessage())
+
+    def __enter__(self):
+        for name in self.NAMES:
+            logging.getLogger(name).addHandler(self)
+        return self
+
+    def __exit__(self, *exc_info):
+        for name in self.NAMES:
+            logging.getLogger(name).removeHandler(self)
+
+
+def test_no_token_in_logs_audit_rows_or_responses(database_url, smtp, mailbox, auth):
+    """Every mailed token stays out of the logs, the audit trail, the outbox and the answers."""
+    app = create_app(settings(database_url, MAIL_URL=smtp.url, ACCESS_LOG=True))
+    client, answers = app.test_client(), []
+    try:
+        with LogLines() as log:
+            tokens = client.post("/auth/signup", json={"email": EMAIL, "password": PASSWORD}).json
+            answers.append(client.post("/auth/password-reset", json={"email": EMAIL}))
+            answers.append(change_email(client, tokens["accessToken"], "next@example.com"))
+            deliver(app)
+            mailed_tokens = [token_in(message) for message in mailbox.messages]
+            answers.append(confirm(client, mailed_tokens[1]))
+            answers += [verify(client, token) for token in (mailed_tokens[0], mailed_tokens[2])]
+            mailbox.refuse_with = "550 5.7.1 refused"
+            deliver(app)
+        with app.app_context():
+            stored = [
+                repr(row)
+                for table in (AuthEvent.__table__, MailOutbox.__table__)
+                for row in db.session.execute(sa.select(table)).all()
+            ]
+        seen = log.lines + stored + [repr(a.headers) + a.get_data(as_text=True) for a in answers]
+        assert len(mailed_tokens) == 3 and log.lines
+        assert not [text for text in seen for token in mailed_tokens if token in text]
+    finally:
+        empty_database(app)
+
+
+def test_cli_users_are_verified_and_users_verify_marks_one(app, auth, runner):
+    """`users create` makes verified users; `users verify EMAIL` verifies one."""
+    created = runner.invoke(
+        args=["users", "create", "cli@example.com", "--password-stdin"], input=PASSWORD + "\n"
+    )
+    assert created.exit_code == 0, created.output
+    auth.create_user(EMAIL)
+    verified = runner.invoke(args=["users", "verify", EMAIL])
+    assert verified.exit_code == 0 and "verified" in verified.output
+    with app.app_context():
+        flags = dict(db.session.execute(sa.select(User.email, User.email_verified)).all())
+    assert flags == {"cli@example.com": True, EMAIL: True}
