@@ -220,9 +220,10 @@ mail_cli = AppGroup("mail", help="Send mail and check MAIL_URL.")
 
 @mail_cli.command("send-pending")
 def send_pending():
-    """Deliver every mail that is due now; print how many were sent, retried and given up."""
+    """Try every pending mail now, without waiting for its backoff; print what became of them."""
     if not mail.enabled():
         raise click.ClickException("MAIL_URL is none: no mail is sent")
+    relay.make_all_due()
     tally = relay.send_pending()
     click.echo(f"Sent {tally['sent']}, retried {tally['retried']}, gave up {tally['given_up']}.")
 

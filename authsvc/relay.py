@@ -155,6 +155,14 @@ def count_pending():
     telemetry.MAIL_PENDING.set(pending)
 
 
+def make_all_due():
+    """Bring every pending mail's next attempt forward to now (`mail send-pending`)."""
+    db.session.execute(
+        outbox.update().where(outbox.c.state == "pending").values(next_attempt_at=utcnow())
+    )
+    db.session.commit()
+
+
 def send_pending():
     """Deliver every mail due now; return how many were sent, retried and given up."""
     tally = Counter()

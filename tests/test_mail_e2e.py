@@ -111,7 +111,7 @@ def test_an_smtp_server_down_at_first_loses_nothing(tmp_path):
 
 
 def test_send_pending_after_an_outage(tmp_path, mailbox):
-    """`mail send-pending` delivers what is due and prints the tally."""
+    """After an outage, `mail send-pending` sends what waits for its backoff, and says so."""
     env = mail_environment(tmp_path, mailbox, MAIL_URL="smtp://127.0.0.1:9")
     migrated(env)
     assert (
@@ -123,13 +123,12 @@ def test_send_pending_after_an_outage(tmp_path, mailbox):
     with gunicorn(env, workers=1) as url:
         requests.post(f"{url}/auth/password-reset", json={"email": "x@example.com"})
         time.sleep(1.5)
+    with sqlite3.connect(tmp_path / "authsvc.db") as database:
+        (attempts,) = database.execute("SELECT attempts FROM mail_outbox").fetchone()
+    assert attempts >= 1  # tried, refused, and waiting for its backoff
     env["MAIL_URL"] = f"smtp://127.0.0.1:{mailbox.port}"
     result = flask_cli(env, "mail", "send-pending")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "Sent 0, retried 0, gave up 0."  # not due yet: backoff
-    with sqlite3.connect(tmp_path / "authsvc.db") as database:
-        database.execute("UPDATE mail_outbox SET next_attempt_at = '2000-01-01 00:00:00'")
-    result = flask_cli(env, "mail", "send-pending")
     assert result.stdout.strip() == "Sent 1, retried 0, gave up 0."
     newest_mail(mailbox, "x@example.com", "Reset")
 
