@@ -34,15 +34,20 @@ def _first_message(error):
     return messages[0] if isinstance(messages, list) else str(messages)
 
 
+def opened_link(check_token, template):
+    """Show the form a link opens if its token is live; never use the token here."""
+    token = request.args.get("token", "")
+    try:
+        check_token(token)
+    except Problem:
+        return page("invalid.html", 400)
+    return page(template, token=token)
+
+
 @bp.get("/reset-password")
 def reset_password_form():
     """Show the new-password form of a reset link, without using its token."""
-    token = request.args.get("token", "")
-    try:
-        check_reset_token(token)
-    except Problem:
-        return page("invalid.html", 400)
-    return page("reset_password.html", token=token)
+    return opened_link(check_reset_token, "reset_password.html")
 
 
 @bp.post("/reset-password")
@@ -68,12 +73,7 @@ def reset_password_submit():
 @bp.get("/verify-email")
 def verify_email_form():
     """Show the confirm button of a verification link, without using its token."""
-    token = request.args.get("token", "")
-    try:
-        check_address_token(token)
-    except Problem:
-        return page("invalid.html", 400)
-    return page("verify_email.html", token=token)
+    return opened_link(check_address_token, "verify_email.html")
 
 
 @bp.post("/verify-email")
