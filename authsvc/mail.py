@@ -134,11 +134,15 @@ def _connect(server):
     return smtp
 
 
+class MailRefused(smtplib.SMTPResponseException):
+    """The server refused this mail: its answer to MAIL FROM, RCPT TO or DATA."""
+
+
 def _expect(reply, *codes):
-    """Raise the server's refusal unless its reply code is one of `codes`."""
+    """Raise the server's refusal of the mail unless its reply code is one of `codes`."""
     code, text = reply
     if code not in codes:
-        raise smtplib.SMTPResponseException(code, text)
+        raise MailRefused(code, text)
 
 
 def deliver(message):
@@ -153,18 +157,21 @@ def deliver(message):
         smtp.ehlo_or_helo_if_needed()
         _expect(smtp.mail(sender), 250)
         _expect(smtp.rcpt(message["To"].addresses[0].addr_spec), 250, 251)
-        code, text = smtp.data(message.as_bytes(policy=email.policy.SMTP))
+        try:
+            code, text = smtp.data(message.as_bytes(policy=email.policy.SMTP))
+        except smtplib.SMTPDataError as error:
+            raise MailRefused(error.smtp_code, error.smtp_error) from None
         _expect((code, text), 250)
     return f"{code} {text.decode(errors='replace')}"
 
 
 def permanent(error):
-    """Tell whether a delivery failure will not change by retrying (a 5xx about the mail)."""
-    return (
-        isinstance(error, smtplib.SMTPResponseException)
-        and not isinstance(error, smtplib.SMTPAuthenticationError)
-        and 500 <= error.smtp_code < 600
-    )
+    """Tell whether retrying cannot help: a 5xx refusal of the mail itself.
+
+    A 5xx at connecting, STARTTLS or login is about the server or the
+    settings, which an operator can fix: those are retried.
+    """
+    return isinstance(error, MailRefused) and 500 <= error.smtp_code < 600
 
 
 def describe(error):

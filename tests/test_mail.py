@@ -1,6 +1,7 @@
 """The outbox, the relay and delivery over real SMTP (plain, STARTTLS, TLS): retries, give-ups."""
 
 import logging
+import smtplib
 import threading
 from datetime import timedelta
 
@@ -330,3 +331,20 @@ def test_reseal_seals_queued_mail_with_the_new_secret(app, runner, database_url,
     assert result.exit_code == 0 and "1 queued mail" in result.output, result.output
     renewed = create_app(settings(database_url, MAIL_URL=smtp.url, JWT_SECRET_KEY=new_secret))
     assert send_pending(renewed) == {"sent": 1}
+
+
+@pytest.mark.parametrize(
+    ("error", "gives_up"),
+    [
+        (mail.MailRefused(550, b"no such user"), True),
+        (mail.MailRefused(552, b"too big"), True),
+        (mail.MailRefused(451, b"try later"), False),
+        (smtplib.SMTPAuthenticationError(535, b"bad login"), False),
+        (smtplib.SMTPConnectError(554, b"no service"), False),
+        (smtplib.SMTPResponseException(530, b"STARTTLS first"), False),
+        (ConnectionRefusedError(111, "Connection refused"), False),
+    ],
+)
+def test_only_a_5xx_refusal_of_the_mail_gives_up(error, gives_up):
+    """A login, greeting or STARTTLS refusal is a setting to fix: retried, not given up."""
+    assert mail.permanent(error) is gives_up
