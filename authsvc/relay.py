@@ -163,12 +163,33 @@ def make_all_due():
     db.session.commit()
 
 
-def send_pending():
-    """Deliver every mail due now; return how many were sent, retried and given up."""
+def release(claim):
+    """Give back the rows of a claim not sent yet, for another relay to take at once."""
+    db.session.execute(
+        outbox.update()
+        .where(outbox.c.claim == claim, outbox.c.state == "sending")
+        .values(state="pending", claim=None, claimed_until=None)
+    )
+    db.session.commit()
+
+
+def send_pending(stopping=None):
+    """Deliver every mail due now; return how many were sent, retried and given up.
+
+    A relay that is `stopping` (an Event: its worker is exiting) finishes the
+    mail in hand and gives the rest of its claim back.
+    """
     tally = Counter()
-    while rows := claim_due(secrets.token_hex(16)):
+    while not (stopping and stopping.is_set()):
+        claim = secrets.token_hex(16)
+        rows = claim_due(claim)
+        if not rows:
+            break
         for row in rows:
-            tally[process(row, row.claim)] += 1
+            if stopping and stopping.is_set():
+                release(claim)
+                break
+            tally[process(row, claim)] += 1
     count_pending()
     return tally
 
@@ -219,7 +240,7 @@ class Relay:
         """Run one pass of send_pending(); log any failure in one line and carry on."""
         with self.app.app_context():
             try:
-                send_pending()
+                send_pending(self.stopping)
             except Exception as error:
                 db.session.rollback()
                 log.error("mail relay: %s; trying again later", describe_failure(error))

@@ -348,3 +348,21 @@ def test_reseal_seals_queued_mail_with_the_new_secret(app, runner, database_url,
 def test_only_a_5xx_refusal_of_the_mail_gives_up(error, gives_up):
     """A login, greeting or STARTTLS refusal is a setting to fix: retried, not given up."""
     assert mail.permanent(error) is gives_up
+
+
+def test_a_stopping_relay_gives_its_claim_back(app, mailbox, monkeypatch):
+    """A relay told to stop mid-batch sends the mail in hand and releases the rest."""
+    queue_mails(app, 3)
+    stopping, deliver = threading.Event(), mail.deliver
+
+    def deliver_then_stop(message):
+        stopping.set()
+        return deliver(message)
+
+    monkeypatch.setattr(mail, "deliver", deliver_then_stop)
+    with app.app_context():
+        assert relay.send_pending(stopping) == {"sent": 1}
+    assert sorted(row.state for row in rows(app)) == ["pending", "pending", "sent"]
+    assert {row.claim for row in rows(app)} == {None}
+    monkeypatch.undo()
+    assert send_pending(app) == {"sent": 2}
