@@ -8,6 +8,8 @@ says what to fix, rather than failing later on a request.
 import os
 import secrets
 from datetime import timedelta
+from typing import NamedTuple
+from urllib.parse import unquote, urlsplit
 
 import limits
 
@@ -15,6 +17,8 @@ ENVIRONMENTS = ("development", "testing", "production")
 ALGORITHMS = ("HS256", "EdDSA", "RS256")
 MIN_SECRET_BYTES = 32
 MIN_SECRET_DISTINCT = 10
+# MAIL_URL schemes and the port each uses when the URL names none.
+MAIL_SCHEMES = {"smtp": 25, "smtp+starttls": 587, "smtps": 465, "console": None}
 
 
 class ConfigError(SystemExit):
@@ -131,6 +135,33 @@ def from_environment(environ=os.environ):
         "ACCESS_LOG": _flag(environ, "ACCESS_LOG", not testing),
         "TRUSTED_PROXIES": _integer(environ, "TRUSTED_PROXIES", 0),
         "CORS_ORIGINS": _list(environ, "CORS_ORIGINS"),
+        **_mail_settings(environ),
+    }
+
+
+def _mail_settings(environ):
+    """Return the settings of mail: delivery, links, lifetimes, limits, the relay."""
+    return {
+        # None until configure_mail() applies the environment's default.
+        "MAIL_URL": environ.get("MAIL_URL") or None,
+        "MAIL_FROM": environ.get("MAIL_FROM") or "authsvc <no-reply@localhost>",
+        "MAIL_TEMPLATES": environ.get("MAIL_TEMPLATES") or None,
+        "PUBLIC_URL": (environ.get("PUBLIC_URL") or "http://127.0.0.1:8000").rstrip("/"),
+        "PASSWORD_RESET_URL": environ.get("PASSWORD_RESET_URL") or None,
+        "EMAIL_VERIFY_URL": environ.get("EMAIL_VERIFY_URL") or None,
+        "PASSWORD_RESET_TTL": _integer(environ, "PASSWORD_RESET_TTL", 3600, minimum=1),
+        "EMAIL_VERIFY_TTL": _integer(environ, "EMAIL_VERIFY_TTL", 86400, minimum=1),
+        "REQUIRE_VERIFIED_EMAIL": _flag(environ, "REQUIRE_VERIFIED_EMAIL", False),
+        "RATELIMIT_MAIL_PER_EMAIL": _rate(environ, "RATELIMIT_MAIL_PER_EMAIL", "3 per hour"),
+        "RATELIMIT_RESET_PER_ADDRESS": _rate(
+            environ, "RATELIMIT_RESET_PER_ADDRESS", "10 per minute;100 per hour"
+        ),
+        "MAIL_RELAY": _flag(environ, "MAIL_RELAY", True),
+        "MAIL_POLL_INTERVAL": _integer(environ, "MAIL_POLL_INTERVAL", 30, minimum=1),
+        "MAIL_RETRY_BASE": _integer(environ, "MAIL_RETRY_BASE", 60, minimum=1),
+        "MAIL_RETRY_MAX": _integer(environ, "MAIL_RETRY_MAX", 3600, minimum=1),
+        "MAIL_GIVE_UP_AFTER": _integer(environ, "MAIL_GIVE_UP_AFTER", 86400, minimum=0),
+        "MAIL_TIMEOUT": _integer(environ, "MAIL_TIMEOUT", 10, minimum=1),
     }
 
 
@@ -169,6 +200,78 @@ def check_secret(config):
             "(AUTHSVC_ENV=production), for example "
             "the output of: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
         )
+
+
+class MailServer(NamedTuple):
+    """Where mail goes: a parsed MAIL_URL."""
+
+    scheme: str
+    host: str | None = None
+    port: int | None = None
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_mail_url(url):
+    """Return the MailServer a MAIL_URL names, or None for `none`; refuse anything else."""
+    if url == "none":
+        return None
+    hint = "smtp://[user:pass@]host[:port], smtp+starttls://..., smtps://..., console:// or none"
+    parts = urlsplit(url)
+    if parts.scheme not in MAIL_SCHEMES:
+        raise ConfigError(f"MAIL_URL must be {hint}, not a {parts.scheme or 'bare'} URL")
+    if parts.scheme == "console":
+        return MailServer("console")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ConfigError("MAIL_URL has a port that is not a number from 1 to 65535")
+    port = port or MAIL_SCHEMES[parts.scheme]
+    if not parts.hostname:
+        raise ConfigError(f"MAIL_URL names no host; it must be {hint}")
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    return MailServer(parts.scheme, parts.hostname, port, username, password)
+
+
+def _link_template(config, name, path):
+    """Return a link setting with `{token}`, defaulting to authsvc's own page."""
+    template = config.get(name) or f"{config['PUBLIC_URL']}/{path}?token={{token}}"
+    if "{token}" not in template or urlsplit(template).scheme not in ("http", "https"):
+        raise ConfigError(f"{name} must be an http(s) URL containing {{token}}, not {template!r}")
+    return template
+
+
+def check_mail(config):
+    """Settle MAIL_URL and the link templates; refuse what production must not run with.
+
+    Return the parsed MAIL_URL (None for `none`).
+    """
+    production = config["AUTHSVC_ENV"] == "production"
+    if not config.get("MAIL_URL"):
+        if production:
+            raise ConfigError(
+                "set MAIL_URL (AUTHSVC_ENV=production): smtp://, smtp+starttls://, smtps://, "
+                "or none to run without mail"
+            )
+        config["MAIL_URL"] = "console://"
+    server = parse_mail_url(config["MAIL_URL"])
+    if production and server is not None and server.scheme == "console":
+        raise ConfigError(
+            "MAIL_URL=console:// writes tokens to the log and is for development; "
+            "set an SMTP URL or none (AUTHSVC_ENV=production)"
+        )
+    if server is None and config["REQUIRE_VERIFIED_EMAIL"]:
+        raise ConfigError(
+            "REQUIRE_VERIFIED_EMAIL=1 needs mail: MAIL_URL=none would lock every new user out"
+        )
+    if urlsplit(config["PUBLIC_URL"]).scheme not in ("http", "https"):
+        raise ConfigError(f"PUBLIC_URL must be an http(s) URL, not {config['PUBLIC_URL']!r}")
+    config["PASSWORD_RESET_URL"] = _link_template(config, "PASSWORD_RESET_URL", "reset-password")
+    config["EMAIL_VERIFY_URL"] = _link_template(config, "EMAIL_VERIFY_URL", "verify-email")
+    return server
 
 
 def development_secret(instance_path):

@@ -96,9 +96,23 @@ def child_exit(server, worker):
 
 
 def post_fork(server, worker):
-    """Give each worker its own database connections, never the master's."""
+    """Give each worker its own database connections, never the master's, and a mail relay.
+
+    The relay is a thread, and threads do not survive a fork: each worker
+    starts its own here; the master never runs one.
+    """
+    from authsvc import relay
     from authsvc.extensions import db
     from wsgi import app
 
     with app.app_context():
         db.engine.dispose(close=False)
+    relay.start(app)
+
+
+def worker_exit(server, worker):
+    """Let the worker's relay finish the mail it is sending before the worker goes."""
+    from authsvc import relay
+    from wsgi import app
+
+    relay.relay_of(app).stop(timeout=5)

@@ -28,6 +28,7 @@ def create_app(overrides=None, with_cli=True):
     app.config.update(overrides or {})
     app.json.sort_keys = False
     configure_secrets(app)
+    configure_mail(app)
     configure_database(app)
     register_extensions(app)
     register_blueprints(app)
@@ -45,6 +46,15 @@ def configure_secrets(app):
     if not app.config["JWT_SECRET_KEY"]:
         app.config["JWT_SECRET_KEY"] = config.development_secret(app.instance_path)
     app.config.setdefault("SECRET_KEY", app.config["JWT_SECRET_KEY"])
+
+
+def configure_mail(app):
+    """Parse MAIL_URL and the link templates; production refuses console:// and no MAIL_URL."""
+    from authsvc import relay  # noqa: F401 (its commit hook registers on import)
+    from authsvc.mail import configure_mail_log
+
+    app.config["MAIL_SERVER"] = config.check_mail(app.config)
+    configure_mail_log()
 
 
 def configure_database(app):
@@ -85,8 +95,8 @@ def register_extensions(app):
 
 
 def register_blueprints(app):
-    """Register the auth, mfa, users and service blueprints, documented in one spec, and /docs."""
-    from authsvc import auth, docs, mfa, service, users
+    """Register the API's blueprints, documented in one spec, /docs and the two HTML pages."""
+    from authsvc import auth, docs, mfa, pages, recovery, service, users
 
     # flask-smorest keeps one app's spec on its Api object, so each app gets
     # its own rather than sharing a module-level instance.
@@ -94,6 +104,8 @@ def register_blueprints(app):
     api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     )
-    for module in (auth, mfa, users, service):
+    for module in (auth, mfa, users, recovery, service):
         api.register_blueprint(module.bp)
+    # Plain Flask: /docs and the pages are not API, so they stay out of the OpenAPI document.
     app.register_blueprint(docs.bp)
+    app.register_blueprint(pages.bp)

@@ -37,11 +37,10 @@ def _guard_last_admin(statement, user_id):
         raise LAST_ADMIN
 
 
-def update_user(user, role=None, disabled=None):
-    """Change a user's role and/or disabled flag; disabling ends their sessions."""
-    values = {
-        key: value for key, value in (("role", role), ("disabled", disabled)) if value is not None
-    }
+def update_user(user, role=None, disabled=None, email_verified=None):
+    """Change a user's role, disabled flag or verified address; disabling ends their sessions."""
+    changes = (("role", role), ("disabled", disabled), ("email_verified", email_verified))
+    values = {key: value for key, value in changes if value is not None}
     if not values:
         return
     statement = users.update().where(users.c.id == user.id).values(**values)

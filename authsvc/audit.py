@@ -35,6 +35,14 @@ EVENTS = (
     "signin_mfa",
     "recovery_code_used",
     "recovery_codes_regenerated",
+    "verification_sent",
+    "email_verified",
+    "password_reset_requested",
+    "password_reset",
+    "email_change_requested",
+    "email_change_failed",
+    "email_changed",
+    "mail_given_up",
 )
 
 
@@ -52,8 +60,9 @@ def client_agent():
 def record(event, user_id=None, session_id=None, key_id=None):
     """Add an event to the current transaction; the caller's commit writes it.
 
-    An event made in a request comes from the API; one made outside any
-    request comes from an operator's `flask --app authsvc ...` command.
+    An event made in a request comes from the API; one made by the mail
+    relay's thread says so (it sets g.audit_source); any other comes from an
+    operator's `flask --app authsvc ...` command.
     """
     assert event in EVENTS, event
     row = AuthEvent(event=event, user_id=user_id, session_id=session_id, key_id=key_id)
@@ -62,6 +71,6 @@ def record(event, user_id=None, session_id=None, key_id=None):
         row.ip, row.user_agent = client_address(), client_agent()
         row.request_id = g.get("request_id")
     else:
-        row.source = "cli"
+        row.source = g.get("audit_source", "cli")
     db.session.add(row)
     count_event(event)

@@ -5,7 +5,7 @@ from flask import current_app
 from flask_jwt_extended import current_user
 from sqlalchemy.exc import IntegrityError
 
-from authsvc import audit
+from authsvc import audit, recovery
 from authsvc.bearer import token_required
 from authsvc.errors import PROBLEM_MIMETYPE, Problem
 from authsvc.extensions import db
@@ -25,6 +25,7 @@ from authsvc.schemas import (
     MfaRequiredSchema,
     SessionSchema,
     SignedInSchema,
+    SignedUpSchema,
     TokenPairSchema,
 )
 from authsvc.tokens import (
@@ -64,12 +65,15 @@ def authenticate(email, password):
 
 @bp.post("/signup")
 @bp.arguments(CredentialsSchema)
-@bp.response(201, SignedInSchema)
+@bp.response(201, SignedUpSchema)
 @bp.alt_response(409, response="CONFLICT")
 @bp.alt_response(429, response="TOO_MANY_REQUESTS")
 @limit_signup
 def signup(credentials):
-    """Create an account and sign it in."""
+    """Create an account, mail it a verification link, and sign it in.
+
+    Under REQUIRE_VERIFIED_EMAIL=1 no session opens until the address is verified.
+    """
     refuse_weak_password(credentials["password"], credentials["email"])
     user = User(email=credentials["email"], password_hash=hash_password(credentials["password"]))
     db.session.add(user)
@@ -78,6 +82,11 @@ def signup(credentials):
     except IntegrityError:
         db.session.rollback()
         raise Problem(409, "email_taken", "An account with this email already exists.") from None
+    recovery.send_verification(user)
+    if current_app.config["REQUIRE_VERIFIED_EMAIL"]:
+        audit.record("signup", user.id)
+        db.session.commit()
+        return {"id": user.id, "email": user.email, "email_verified": False}
     session, tokens = open_session(user)
     audit.record("signup", user.id, session.id)
     db.session.commit()
@@ -99,6 +108,8 @@ def signup(credentials):
 def signin(credentials):
     """Open a new session for a user who knows their password (and has no second factor)."""
     user = authenticate(credentials["email"], credentials["password"])
+    if current_app.config["REQUIRE_VERIFIED_EMAIL"] and not user.email_verified:
+        recovery.refuse_unverified(user)
     if user.mfa_enabled:
         raise second_factor_required(user)
     session, tokens = open_session(user)

@@ -71,11 +71,20 @@ SECURITY_HEADERS = {
 }
 
 
+# The pages mailed links open (pages.py): their stylesheet and their form, nothing else.
+PAGE_POLICY = (
+    "default-src 'none'; style-src 'self'; form-action 'self'; "
+    "base-uri 'none'; frame-ancestors 'none'"
+)
+
+
 def add_security_headers(response):
     """Send the headers a JSON API should send, on every response."""
     response.headers.extend(SECURITY_HEADERS)
     if request.endpoint == "docs.page":
         response.headers["Content-Security-Policy"] = docs.POLICY
+    elif request.blueprint == "pages":
+        response.headers["Content-Security-Policy"] = PAGE_POLICY
     if request.is_secure:
         response.headers["Strict-Transport-Security"] = "max-age=63072000"
     return response

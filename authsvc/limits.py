@@ -16,10 +16,12 @@ tells the first refusal from the others.
 
 import functools
 import hashlib
+import logging
 import time
 
+import limits
 from flask import current_app, g, request
-from flask_jwt_extended import get_jwt
+from flask_jwt_extended import get_current_user, get_jwt
 from flask_limiter.errors import RateLimitExceeded
 from flask_limiter.util import get_remote_address
 from sqlalchemy.exc import SQLAlchemyError
@@ -41,10 +43,24 @@ def _failed(response):
     return response.status_code == 401
 
 
+def _email_key(address):
+    """Key a limit by a digest of an address, so that counters never hold addresses."""
+    return "email:" + hashlib.sha256(address.strip().lower().encode()).hexdigest()
+
+
 def _target_email():
-    """Key a signin by a digest of its (already validated) email."""
-    email = request.get_json()["email"].strip().lower()
-    return "email:" + hashlib.sha256(email.encode()).hexdigest()
+    """Key a signin or a reset request by its (already validated) email."""
+    return _email_key(request.get_json()["email"])
+
+
+def _new_email():
+    """Key an email change by the address it would move to."""
+    return _email_key(request.get_json()["newEmail"])
+
+
+def _caller_email():
+    """Key a request by the caller's own address."""
+    return _email_key(get_current_user().email)
 
 
 def _problem_code(response):
@@ -134,6 +150,58 @@ limit_mfa_signin = named_limit(
     key_func=_mfa_token_key,
     deduct_when=_wrong_mfa_code,
 )
+
+# Mails asked for per target address, shared by every endpoint that mails one.
+MAIL_SCOPE = "mail-per-email"
+
+
+def _accepted(response):
+    """Count a mail request only when it queued a mail."""
+    return response.status_code == 202
+
+
+def _mails_to(key_func, deduct_when=None):
+    """Limit the mails asked for to the address key_func names (RATELIMIT_MAIL_PER_EMAIL)."""
+    return named_limit(
+        "mail_per_email", shared_scope=MAIL_SCOPE, key_func=key_func, deduct_when=deduct_when
+    )
+
+
+def limit_reset_request(view):
+    """Limit reset requests per target address and per client address, account or not."""
+    view = _mails_to(_target_email)(view)
+    return named_limit("reset_per_address", key_func=get_remote_address)(view)
+
+
+limit_verification_resend = _mails_to(_caller_email, deduct_when=_accepted)
+
+
+def limit_email_change(view):
+    """Limit wrong passwords per user, and change mails per new address."""
+    return limit_current_password(_mails_to(_new_email, deduct_when=_accepted)(view))
+
+
+def take_mail_quota(address):
+    """Count one mail to an address outside a limited view; tell whether it was within limits.
+
+    Signin mails a new verification link to an unverified account under
+    REQUIRE_VERIFIED_EMAIL=1; this counts it in the same bucket as the
+    endpoints above (Flask-Limiter's shared-limit key: prefix, key, scope).
+    """
+    config = current_app.config
+    if not config["RATELIMIT_ENABLED"]:
+        return True
+    items = limits.parse_many(config["RATELIMIT_MAIL_PER_EMAIL"])
+    key = (config["RATELIMIT_KEY_PREFIX"], _email_key(address), MAIL_SCOPE)
+    try:
+        strategy = limiter.limiter
+        if not all(strategy.test(item, *key) for item in items):
+            return False
+        for item in items:
+            strategy.hit(item, *key)
+    except Exception as error:  # the storage is down: as the decorators, let it through
+        logging.getLogger(__name__).error("mail quota unavailable: %s", type(error).__name__)
+    return True
 
 
 def _retry_after():

@@ -1,4 +1,4 @@
-"""The database tables: users, their sessions, their second factors, the audit trail."""
+"""The database tables: users, their sessions and second factors, the audit trail, keys, mail."""
 
 from datetime import UTC, datetime
 
@@ -26,6 +26,8 @@ class User(db.Model):
     role: Mapped[str] = mapped_column(sa.String(16), default="user")
     disabled: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Whether the owner of the address proved it (a mailed link, a reset, an admin).
+    email_verified: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     # Whether signin asks for a second factor. Kept on the row the revocation
     # check reads anyway, so /users/me and freshness need no other query.
     mfa_enabled: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
@@ -84,7 +86,8 @@ class AuthEvent(db.Model):
 
     user_id is a plain column, not a foreign key, so that the trail outlives
     the accounts it mentions. source says where the change came from: "api"
-    (a request) or "cli" (an operator's `flask` command); key_id names the
+    (a request), "relay" (the mail relay) or "cli" (an operator's `flask`
+    command); key_id names the
     signing key of a key event (kids are public). No password or token is
     ever recorded.
     """
@@ -163,3 +166,61 @@ class MfaChallenge(db.Model):
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
     failures: Mapped[int] = mapped_column(default=0)
+
+
+MAIL_TOKEN_PURPOSES = ("password_reset", "verify_email", "email_change")
+OUTBOX_STATES = ("pending", "sending", "sent", "given_up")
+
+
+class MailToken(db.Model):
+    """A token mailed to a user, kept only as its SHA-256 digest, usable once.
+
+    `email` is the address it was mailed to: for an email change, the new
+    address; a verification token verifies only that address.
+    """
+
+    __tablename__ = "mail_tokens"
+
+    digest: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    purpose: Mapped[str] = mapped_column(sa.String(16))
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    email: Mapped[str] = mapped_column(sa.String(254))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        sa.CheckConstraint(
+            "purpose IN ('password_reset', 'verify_email', 'email_change')", name="purpose"
+        ),
+    )
+
+
+class MailOutbox(db.Model):
+    """One mail to send, written in the transaction that caused it; the relay delivers it.
+
+    `message` is the mail's recipient and content, sealed (sealing.py), and
+    dropped once the mail is sent or given up. A claimer marks the rows it
+    sends with its `claim` and a lease (`claimed_until`), so a worker that
+    dies mid-send holds a row only until the lease ends. `last_error` is
+    short and never holds an address or a token.
+    """
+
+    __tablename__ = "mail_outbox"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(32))
+    state: Mapped[str] = mapped_column(sa.String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claim: Mapped[str | None] = mapped_column(sa.String(32))
+    claimed_until: Mapped[datetime | None]
+    message: Mapped[str | None] = mapped_column(sa.Text)
+    sent_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(sa.String(200))
+
+    __table_args__ = (
+        sa.CheckConstraint("state IN ('pending', 'sending', 'sent', 'given_up')", name="state"),
+        sa.Index("ix_mail_outbox_state_next_attempt_at", "state", "next_attempt_at"),
+    )

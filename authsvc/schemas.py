@@ -122,6 +122,19 @@ class SignedInSchema(TokenPairSchema):
     email = fields.String(required=True)
 
 
+class SignedUpSchema(BaseSchema):
+    """A new user, and the tokens of its first session unless REQUIRE_VERIFIED_EMAIL=1."""
+
+    id = fields.Integer(required=True)
+    email = fields.String(required=True)
+    access_token = fields.String(data_key="accessToken")
+    refresh_token = fields.String(data_key="refreshToken")
+    email_verified = fields.Boolean(
+        data_key="emailVerified",
+        metadata={"description": "Only with REQUIRE_VERIFIED_EMAIL=1, instead of tokens."},
+    )
+
+
 class UserSchema(BaseSchema):
     """A user as clients see it; admins also see whether it is disabled."""
 
@@ -130,6 +143,7 @@ class UserSchema(BaseSchema):
     email = fields.String(required=True)
     role = fields.String(required=True, validate=validate.OneOf(("user", "admin")))
     created_at = Timestamp(data_key="createdAt", required=True)
+    email_verified = fields.Boolean(data_key="emailVerified", required=True)
     mfa_enabled = fields.Boolean(
         data_key="mfaEnabled",
         required=True,
@@ -192,12 +206,15 @@ class UserUpdateSchema(BaseSchema):
 
     role = fields.String(validate=validate.OneOf(("user", "admin")))
     disabled = StrictBoolean()
+    email_verified = StrictBoolean(data_key="emailVerified")
 
     @ma.validates_schema
     def _not_empty(self, data, **kwargs):
         """Refuse a body that changes nothing."""
         if not data:
-            raise ma.ValidationError("Give role, disabled or both.", "_schema")
+            raise ma.ValidationError(
+                "Give role, disabled, emailVerified or some of them.", "_schema"
+            )
 
 
 class PasswordChangeSchema(BaseSchema):
@@ -205,6 +222,51 @@ class PasswordChangeSchema(BaseSchema):
 
     current_password = Password(data_key="currentPassword", required=True)
     new_password = Password(data_key="newPassword", required=True)
+
+
+class MailedToken(fields.String):
+    """A token from a mail: opaque text of 1 to 256 characters."""
+
+    def __init__(self, **kwargs):
+        super().__init__(
+            required=True,
+            validate=validate.Length(1, 256),
+            metadata={"description": "The token from the link in the mail."},
+            **kwargs,
+        )
+
+
+class EmailSchema(BaseSchema):
+    """The address a password reset is asked for."""
+
+    email = Email(
+        required=True,
+        metadata={"example": "user@example.com", "format": "email", "maxLength": MAX_EMAIL_LENGTH},
+    )
+
+
+class ResetConfirmSchema(BaseSchema):
+    """A reset token and the new password."""
+
+    token = MailedToken()
+    new_password = Password(data_key="newPassword", required=True)
+
+
+class TokenSchema(BaseSchema):
+    """A verification or email-change token."""
+
+    token = MailedToken()
+
+
+class EmailChangeSchema(BaseSchema):
+    """The address to move to, and the current password."""
+
+    new_email = Email(
+        data_key="newEmail",
+        required=True,
+        metadata={"example": "new@example.com", "format": "email", "maxLength": MAX_EMAIL_LENGTH},
+    )
+    current_password = Password(data_key="currentPassword", required=True)
 
 
 class SessionSchema(BaseSchema):

@@ -17,6 +17,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -38,6 +39,15 @@ AUTH_EVENTS = Counter(
 )
 RATE_LIMITED = Counter(
     "authsvc_rate_limited", "Requests refused by a rate limit, by the limit's name.", ["limit"]
+)
+
+MAIL_SENT = Counter("authsvc_mail_sent", "Mails the SMTP server (or the log) accepted.")
+MAIL_RETRIED = Counter("authsvc_mail_retried", "Deliveries that failed and were scheduled again.")
+MAIL_GIVEN_UP = Counter("authsvc_mail_given_up", "Mails given up: a permanent refusal, or a day.")
+MAIL_PENDING = Gauge(
+    "authsvc_mail_pending",
+    "Mails in the outbox not yet sent nor given up, as a relay last counted them.",
+    multiprocess_mode="livemostrecent",
 )
 
 access_log = logging.getLogger("authsvc.access")

@@ -52,6 +52,7 @@ SESSION_CHECK = (
         users.c.disabled,
         users.c.created_at,
         users.c.mfa_enabled,
+        users.c.email_verified,
     )
     .join(users, users.c.id == sessions.c.user_id)
     .where(sessions.c.id == sa.bindparam("sid"))

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.dialects import postgresql, sqlite
 
-from authsvc import audit, sealing
+from authsvc import audit, mail, sealing
 from authsvc.errors import Problem
 from authsvc.extensions import db
 from authsvc.models import MfaChallenge, RecoveryCode, TotpFactor, User, utcnow
@@ -240,6 +240,19 @@ def reset(user_id, session_id=None):
 
 
 def notify(user_id, event, session_id=None):
-    """Record that MFA was turned on or off, or a recovery code used, and tell the user."""
+    """Record that MFA was turned on or off, or a recovery code used, and mail the user.
+
+    The mail goes to the account's address through the outbox, in the
+    caller's transaction; with MAIL_URL=none there is only the audit event.
+    """
     audit.record(event, user_id, session_id)
-    # mail notice: joins with the outbox (issue 9)
+    if not mail.enabled():
+        return
+    email = db.session.scalar(sa.select(users.c.email).where(users.c.id == user_id))
+    if event == "recovery_code_used":
+        unused = sa.and_(recovery_codes.c.user_id == user_id, recovery_codes.c.used_at.is_(None))
+        left = db.session.scalar(sa.select(sa.func.count()).where(unused))
+        mail.queue("recovery_code_used", email, remaining=left)
+    else:
+        kind = "mfa_enabled" if event == "mfa_enabled" else "mfa_disabled"
+        mail.queue(kind, email, by_admin=event == "mfa_reset")

@@ -4,7 +4,7 @@ import sqlalchemy as sa
 from flask import jsonify, url_for
 from flask_jwt_extended import current_user, get_current_user, get_jwt
 
-from authsvc import accounts, audit, totp
+from authsvc import accounts, audit, mailtokens, totp
 from authsvc.bearer import token_required
 from authsvc.errors import Problem
 from authsvc.extensions import db
@@ -29,6 +29,16 @@ from authsvc.tokens import open_session, revoke_sessions_of
 bp = Blueprint("users", __name__, url_prefix="/users", description="Accounts.")
 
 NO_SUCH_USER = Problem(404, "not_found", "There is no such user.")
+# What a page of users reads: plain rows, never changed.
+PAGE_COLUMNS = (
+    User.id,
+    User.email,
+    User.role,
+    User.disabled,
+    User.created_at,
+    User.email_verified,
+    User.mfa_enabled,
+)
 
 
 def user_document(user, for_admin):
@@ -39,6 +49,7 @@ def user_document(user, for_admin):
         "email": user.email,
         "role": user.role,
         "created_at": user.created_at,
+        "email_verified": user.email_verified,
         "mfa_enabled": user.mfa_enabled,
     }
     if for_admin:
@@ -59,6 +70,7 @@ def page_document(rows):
             "email": row.email,
             "role": row.role,
             "createdAt": format_timestamp(row.created_at),
+            "emailVerified": row.email_verified,
             "mfaEnabled": row.mfa_enabled,
             "disabled": row.disabled,
         }
@@ -125,6 +137,7 @@ def change_password(passwords):
         raise Problem(403, "invalid_password", "The current password is wrong.")
     refuse_weak_password(passwords["new_password"], user.email, field="newPassword")
     user.password_hash = hash_password(passwords["new_password"])
+    mailtokens.kill(user.id, "password_reset")
     revoke_sessions_of(user.id)
     # The new session was proven as the caller's was: a password change is no second factor.
     session, tokens = open_session(user, amr=current_user.amr)
@@ -151,10 +164,7 @@ def list_users(limit, cursor=None):
     limit = min(limit, USERS_PAGE_MAX)
     # Plain rows rather than ORM objects: a page is read, never changed.
     page = db.session.execute(
-        sa.select(User.id, User.email, User.role, User.disabled, User.created_at, User.mfa_enabled)
-        .where(User.id > (cursor or 0))
-        .order_by(User.id)
-        .limit(limit + 1)
+        sa.select(*PAGE_COLUMNS).where(User.id > (cursor or 0)).order_by(User.id).limit(limit + 1)
     ).all()
     headers = {}
     if len(page) > limit:
@@ -187,7 +197,7 @@ def get_user(user_id):
 @token_required()
 @bp.arguments(UserUpdateSchema)
 def update_user(changes, user_id):
-    """Change a user's role or disabled flag (admins only)."""
+    """Change a user's role, disabled flag or emailVerified (admins only)."""
     require_admin()
     user = user_or_404(user_id)
     accounts.update_user(user, **changes)

@@ -135,6 +135,7 @@ def service_environment(options, database_url):
         "JWT_SECRET_KEY": secrets.token_urlsafe(36),  # 48 characters
         "BCRYPT_ROUNDS": str(options.rounds),
         "DATABASE_URL": database_url,
+        "MAIL_URL": "none",
         # The limiter runs as in production, but one load generator on one
         # address must not be told to slow down: these limits never trip.
         "RATELIMIT_SIGNUP_PER_ADDRESS": "1000000 per minute",

@@ -11,11 +11,13 @@ import functools
 import os
 import re
 import uuid
+from types import SimpleNamespace
 
 import pytest
 import redis
 import sqlalchemy as sa
 from flask_migrate import upgrade
+from mailer import Mailbox, smtp_server
 
 from authsvc import create_app
 from authsvc.extensions import db
@@ -94,6 +96,8 @@ def settings(database_url, **extra):
         "BCRYPT_ROUNDS": 4,
         "RATELIMIT_ENABLED": False,
         "ACCESS_LOG": False,
+        # Tests drive the outbox with relay.send_pending(); the e2e tests run the thread.
+        "MAIL_RELAY": False,
         **extra,
     }
 
@@ -207,6 +211,22 @@ class AuthActions:
 def auth(app, client, password_hash):
     """Return the sign-up and sign-in helper."""
     return AuthActions(app, client, password_hash)
+
+
+@pytest.fixture(scope="session")
+def smtp():
+    """Run one real SMTP server (aiosmtpd) for the session; give its mailbox and MAIL_URL."""
+    mailbox = Mailbox()
+    with smtp_server(mailbox) as controller:
+        yield SimpleNamespace(mailbox=mailbox, url=f"smtp://127.0.0.1:{controller.port}")
+
+
+@pytest.fixture
+def mailbox(smtp):
+    """Return the SMTP server's mailbox, empty."""
+    smtp.mailbox.clear()
+    yield smtp.mailbox
+    smtp.mailbox.clear()
 
 
 def bearer(token):

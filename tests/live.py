@@ -32,6 +32,7 @@ def service_environment(tmp_path, **extra):
         "JWT_SECRET_KEY": secrets.token_urlsafe(48),
         "DATABASE_URL": f"sqlite:///{tmp_path / 'authsvc.db'}",
         "BCRYPT_ROUNDS": "4",
+        "MAIL_URL": "none",
         **extra,
     }
 
@@ -50,18 +51,18 @@ def flask_cli(env, *args, stdin=None):
 
 
 @contextlib.contextmanager
-def gunicorn(env, workers=2, log_path=None):
-    """Run `gunicorn wsgi:app` on a free loopback port; yield its URL; stop it.
+def gunicorn(env, workers=2, port=None, log_path=None):
+    """Run `gunicorn wsgi:app` on a loopback port (a free one by default); yield its URL; stop it.
 
-    Its output goes to a file (log_path, else a temporary one), never an
-    unread pipe: a full pipe would block the workers on their next log line.
+    Its output goes to a file (log_path, if given), never an unread pipe: a
+    full pipe would block the workers on their next log line.
     """
-    port = free_port()
+    port = port or free_port()
     command = [sys.executable, "-m", "gunicorn", "wsgi:app", "--bind", f"127.0.0.1:{port}"]
     command += ["--workers", str(workers)]
     url = f"http://127.0.0.1:{port}"
-    log_file = open(log_path, "w+b") if log_path else tempfile.TemporaryFile()  # noqa: SIM115
-    with log_file as log:
+    opened = open(log_path, "w+b") if log_path else tempfile.TemporaryFile()  # noqa: SIM115
+    with opened as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_until_serving(url, process, log)

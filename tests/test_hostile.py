@@ -411,6 +411,8 @@ TOKEN_ENDPOINTS = [
     ("POST", "/users/me/mfa/recovery-codes", "mfa-recovery-codes"),
     ("POST", "/users/me/mfa/disable", "mfa-disable"),
     ("DELETE", "/users/1/mfa", "mfa-reset"),
+    ("POST", "/auth/verify-email/resend", "resend"),
+    ("POST", "/users/me/email", "email-change"),
 ]
 ADMIN_ACCESS = presented("access")
 
@@ -870,6 +872,113 @@ MFA_CASES = [
 ]
 
 
+def mail_case(path, request, status, code, name):
+    """A case against one of the mail endpoints."""
+    return pytest.param("POST", path, request, status, code, id=name)
+
+
+def email_change(**body):
+    """Send an email change body with the admin's access token."""
+    return as_admin(document(body))
+
+
+RESET, CONFIRM, VERIFY = (
+    "/auth/password-reset",
+    "/auth/password-reset/confirm",
+    "/auth/verify-email",
+)
+DEAD_TOKEN = (400, "invalid_token")
+
+# The mail endpoints: reset, confirmation, verification, email change.
+MAIL_CASES = [
+    mail_case(RESET, document({"email": "not-an-address"}), *INVALID, "reset-bad-email"),
+    mail_case(RESET, document({"email": [EMAIL]}), *INVALID, "reset-email-array"),
+    mail_case(RESET, document({"email": CONFUSABLE}), *INVALID, "reset-confusable"),
+    mail_case(RESET, document({"email": EMAIL, "role": "admin"}), *INVALID, "reset-unknown-field"),
+    mail_case(RESET, raw("{"), *BAD_JSON, "reset-bad-json"),
+    mail_case(RESET, raw(json.dumps({"email": EMAIL}), "text/plain"), *WRONG_TYPE, "reset-text"),
+    mail_case(RESET, raw(b" " * (LIMIT + 1)), *TOO_LARGE, "reset-too-large"),
+    mail_case(CONFIRM, document({"newPassword": NEW}), *INVALID, "confirm-no-token"),
+    mail_case(
+        CONFIRM, document({"token": 1, "newPassword": NEW}), *INVALID, "confirm-token-number"
+    ),
+    mail_case(
+        CONFIRM, document({"token": "", "newPassword": NEW}), *INVALID, "confirm-token-empty"
+    ),
+    mail_case(
+        CONFIRM, document({"token": "t" * 257, "newPassword": NEW}), *INVALID, "confirm-token-long"
+    ),
+    mail_case(
+        CONFIRM, document({"token": "nope", "newPassword": NEW}), *DEAD_TOKEN, "confirm-dead"
+    ),
+    mail_case(
+        CONFIRM,
+        document({"token": "nope", "newPassword": "password1234"}),
+        *DEAD_TOKEN,
+        "confirm-dead-weak",
+    ),
+    mail_case(
+        CONFIRM, document({"token": "\u00e9\u0000", "newPassword": NEW}), *DEAD_TOKEN, "confirm-nul"
+    ),
+    mail_case(
+        CONFIRM, document({"token": "nope", "newPassword": "n" * 129}), *INVALID, "confirm-long-pw"
+    ),
+    mail_case(
+        CONFIRM,
+        raw('{"token": "\\ud800", "newPassword": "marble-lantern-quiet-77"}'),
+        *DEAD_TOKEN,
+        "confirm-lone-surrogate-token",
+    ),
+    mail_case(CONFIRM, raw("[]"), *INVALID, "confirm-array"),
+    mail_case(VERIFY, document({"token": "' OR '1'='1"}), *DEAD_TOKEN, "verify-sql"),
+    mail_case(VERIFY, document({"token": None}), *INVALID, "verify-null"),
+    mail_case(VERIFY, document({"token": ["a"]}), *INVALID, "verify-array"),
+    mail_case(VERIFY, document({}), *INVALID, "verify-empty"),
+    mail_case(VERIFY, raw("{'token': 'x'}"), *BAD_JSON, "verify-bad-json"),
+    mail_case(
+        "/users/me/email",
+        email_change(newEmail="new@example.com", currentPassword="not-it-at-all-9"),
+        403,
+        "invalid_password",
+        "email-change-wrong-password",
+    ),
+    mail_case(
+        "/users/me/email",
+        email_change(newEmail="admin@example.com", currentPassword=PASSWORD),
+        *INVALID,
+        "email-change-same",
+    ),
+    mail_case(
+        "/users/me/email",
+        email_change(newEmail=EMAIL, currentPassword=PASSWORD),
+        409,
+        "email_taken",
+        "email-change-taken",
+    ),
+    mail_case(
+        "/users/me/email",
+        email_change(newEmail="x@example.com"),
+        *INVALID,
+        "email-change-no-password",
+    ),
+    mail_case(
+        "/users/me/email",
+        email_change(newEmail=CONFUSABLE, currentPassword=PASSWORD),
+        *INVALID,
+        "email-change-confusable",
+    ),
+    mail_case(
+        "/users/me/email",
+        email_change(newEmail="x@example.com", currentPassword=PASSWORD, role="admin"),
+        *INVALID,
+        "email-change-unknown-field",
+    ),
+    pytest.param("GET", RESET, raw(b""), 405, "method_not_allowed", id="reset-get"),
+    pytest.param("GET", VERIFY, raw(b""), 405, "method_not_allowed", id="verify-get"),
+    pytest.param("PUT", "/users/me/email", ADMIN_ACCESS, 405, "method_not_allowed", id="email-put"),
+]
+
+
 def cases():
     """Yield every hostile case as (method, path, request, status, code)."""
     for name, request, signup, signin in BODIES:
@@ -896,6 +1005,7 @@ def cases():
     yield from OTHER_CASES
     yield from ACCOUNT_CASES
     yield from MFA_CASES
+    yield from MAIL_CASES
 
 
 CASES = list(cases())

@@ -15,9 +15,10 @@ import jwt
 import pyotp
 import pytest
 import sqlalchemy as sa
-from conftest import PASSWORD, TEST_SECRET, bearer, settings
+from conftest import PASSWORD, TEST_SECRET, bearer, empty_database, settings
+from mailer import mails_to
 
-from authsvc import challenges, create_app, totp
+from authsvc import challenges, create_app, relay, totp
 from authsvc.extensions import db
 from authsvc.models import AuthEvent, MfaChallenge, RecoveryCode, TotpFactor, User
 
@@ -739,3 +740,67 @@ def test_the_openapi_document_shows_the_mfa_token(client):
     response = spec["paths"]["/auth/signin"]["post"]["responses"]["403"]
     schema = response["content"]["application/problem+json"]["schema"]["$ref"].split("/")[-1]
     assert "mfaToken" in spec["components"]["schemas"][schema]["properties"]
+
+
+@pytest.fixture
+def mailing(database_url, smtp, mailbox):
+    """Yield an app mailing through the test SMTP server, and its mailbox."""
+    app = create_app(settings(database_url, MAIL_URL=smtp.url))
+    yield SimpleNamespace(app=app, client=app.test_client(), mailbox=mailbox)
+    empty_database(app)
+
+
+def notices(mailing, subject_word):
+    """Deliver the outbox; return the mails the user got with a subject word."""
+    with mailing.app.app_context():
+        relay.send_pending()
+    return mails_to(mailing.mailbox.messages, EMAIL, subject_word)
+
+
+def turn_on(mailing, clock):
+    """Sign up and turn MFA on through the mailing app; return the secret and recovery codes."""
+    client = mailing.client
+    tokens = client.post("/auth/signup", json={"email": EMAIL, "password": PASSWORD}).json
+    secret = enroll(client, tokens).json["secret"]
+    codes = confirm(client, tokens, clock.code(secret)).json["recoveryCodes"]
+    clock.tick()
+    return secret, codes
+
+
+def test_turning_mfa_on_mails_a_notice(mailing, clock):
+    """Confirming an enrollment mails the account a notice, without the secret."""
+    secret, codes = turn_on(mailing, clock)
+    (notice,) = notices(mailing, "now on")
+    text = notice.get_body(("plain",)).get_content()
+    assert secret not in text and not any(code in text for code in codes)
+
+
+def test_a_recovery_code_signin_mails_a_notice_with_the_codes_left(mailing, clock):
+    """Signing in with a recovery code mails a notice saying how many codes are left."""
+    _, codes = turn_on(mailing, clock)
+    response = code_step(mailing.client, password_step(mailing.client), codes[0])
+    assert response.status_code == 200
+    (notice,) = notices(mailing, "recovery code")
+    assert "9 of your recovery codes" in notice.get_body(("plain",)).get_content()
+
+
+def test_turning_mfa_off_mails_a_notice(mailing, clock):
+    """Disabling MFA mails a notice; an admin's reset says an administrator did it."""
+    secret, _ = turn_on(mailing, clock)
+    tokens = code_step(mailing.client, password_step(mailing.client), clock.code(secret)).json
+    body = {"currentPassword": PASSWORD, "code": clock.code(secret, 1)}
+    assert (
+        post(mailing.client, "/users/me/mfa/disable", body, tokens["accessToken"]).status_code
+        == 204
+    )
+    (notice,) = notices(mailing, "turned off")
+    assert "by an administrator" not in notice.get_body(("plain",)).get_content()
+
+
+def test_an_admin_reset_mails_a_notice(mailing, clock, runner):
+    """`users mfa-reset` mails the user that an administrator turned MFA off."""
+    turn_on(mailing, clock)
+    result = mailing.app.test_cli_runner().invoke(args=["users", "mfa-reset", EMAIL])
+    assert result.exit_code == 0, result.output
+    (notice,) = notices(mailing, "turned off")
+    assert "by an administrator" in notice.get_body(("plain",)).get_content()

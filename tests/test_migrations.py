@@ -54,25 +54,27 @@ def test_audit_source_migration_keeps_earlier_events(empty_database_url):
 
 
 def insert_signed_in_user(session_id):
-    """Insert a user and an open session as raw rows; return the session's refresh token."""
+    """Insert a user and an open session as raw rows; return the user id and refresh token."""
     now = utcnow()
     iat = tokens.epoch(now)
-    refresh_token = tokens.encode_refresh_token(1, session_id, "jti-before", iat, iat + 3600)
     db.session.execute(
         sa.text(
-            "INSERT INTO users (id, email, password_hash, role, disabled, created_at) "
-            "VALUES (1, 'old@example.com', :hash, 'user', false, :now)"
+            "INSERT INTO users (email, password_hash, role, disabled, created_at) "
+            "VALUES ('old@example.com', :hash, 'user', false, :now)"
         ),
         {"hash": hash_password(PASSWORD, rounds=4), "now": now},
     )
+    user_id = db.session.scalar(sa.text("SELECT id FROM users"))
+    refresh_token = tokens.encode_refresh_token(user_id, session_id, "jti-before", iat, iat + 3600)
     db.session.execute(
         sa.text(
             "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, "
             "refresh_digest, refresh_jti, refresh_iat, refresh_exp) VALUES "
-            "(:sid, 1, :now, :now, :expires, :digest, 'jti-before', :iat, :exp)"
+            "(:sid, :user_id, :now, :now, :expires, :digest, 'jti-before', :iat, :exp)"
         ),
         {
             "sid": session_id,
+            "user_id": user_id,
             "now": now,
             "expires": now.replace(year=now.year + 1),
             "digest": tokens.refresh_digest(refresh_token),
@@ -81,19 +83,22 @@ def insert_signed_in_user(session_id):
         },
     )
     db.session.commit()
-    return refresh_token
+    return user_id, refresh_token
 
 
-def test_second_factor_migration_keeps_users_and_their_sessions(empty_database_url):
-    """A database at the previous head, with a signed-in user, upgrades and keeps working.
+def test_existing_users_and_sessions_survive_the_upgrade(empty_database_url):
+    """A database at a483ecb9716d with a signed-in user upgrades; user and session keep working.
 
     On SQLite, batch mode would rebuild `users`, and dropping the old table
-    would cascade to every session: the migration must add its column in place.
+    would cascade to every session and forget AUTOINCREMENT: the migrations
+    add their users columns in place. The user is unverified, has no MFA,
+    its session counts as a password signin, and user ids are still never
+    reused.
     """
     app = create_app(settings(empty_database_url))
     with app.app_context():
         upgrade(revision="a483ecb9716d")
-        refresh_token = insert_signed_in_user("session-before-mfa")
+        user_id, refresh_token = insert_signed_in_user("session-before-upgrade")
         upgrade()
         db.engine.dispose()
     client = app.test_client()
@@ -101,8 +106,12 @@ def test_second_factor_migration_keeps_users_and_their_sessions(empty_database_u
     assert refreshed.status_code == 200, refreshed.json
     access = refreshed.json["accessToken"]
     assert jwt.decode(access, options={"verify_signature": False})["amr"] == ["pwd"]
-    assert client.get("/users/me", headers=bearer(access)).json["mfaEnabled"] is False
+    me = client.get("/users/me", headers=bearer(access)).json
+    assert (me["id"], me["emailVerified"], me["mfaEnabled"]) == (user_id, False, False)
     signin = client.post("/auth/signin", json={"email": "old@example.com", "password": PASSWORD})
     assert signin.status_code == 200
+    assert client.delete("/users/me", headers=bearer(signin.json["accessToken"])).status_code == 204
+    signup = client.post("/auth/signup", json={"email": "new@example.com", "password": PASSWORD})
+    assert signup.json["id"] > user_id
     with app.app_context():
         db.engine.dispose()

@@ -7,12 +7,22 @@ from conftest import bearer
 
 
 def test_me_returns_the_caller(auth, client):
-    """/users/me answers sub, id, email, role, createdAt, mfaEnabled, iat and exp."""
+    """/users/me answers sub, id, email, role, createdAt, emailVerified, mfaEnabled, iat and exp."""
     tokens = auth.signup()
     response = client.get("/users/me", headers=bearer(tokens["accessToken"]))
     assert response.status_code == 200
     body = response.json
-    assert set(body) == {"sub", "id", "email", "role", "createdAt", "mfaEnabled", "iat", "exp"}
+    assert set(body) == {
+        "sub",
+        "id",
+        "email",
+        "role",
+        "createdAt",
+        "emailVerified",
+        "mfaEnabled",
+        "iat",
+        "exp",
+    }
     assert body["mfaEnabled"] is False
     assert body["sub"] == body["id"] == tokens["id"]
     assert (body["email"], body["role"]) == ("user@example.com", "user")
@@ -63,6 +73,7 @@ def test_list_users_returns_a_plain_array(auth, client):
         "email",
         "role",
         "createdAt",
+        "emailVerified",
         "mfaEnabled",
         "disabled",
     }
@@ -171,15 +182,14 @@ def test_users_page_serialises_as_its_schema(auth, app):
     from authsvc.extensions import db
     from authsvc.models import User
     from authsvc.schemas import UserSchema
-    from authsvc.users import page_document, user_document
+    from authsvc.users import PAGE_COLUMNS, page_document, user_document
 
     auth.create_user("a@example.com")
     auth.create_user("b@example.com", role="admin", disabled=True)
     with app.app_context():
-        rows = db.session.execute(
-            sa.select(
-                User.id, User.email, User.role, User.disabled, User.created_at, User.mfa_enabled
-            )
-        ).all()
+        db.session.execute(
+            sa.update(User).where(User.email == "a@example.com").values(email_verified=True)
+        )
+        rows = db.session.execute(sa.select(*PAGE_COLUMNS)).all()
         expected = UserSchema(many=True).dump([user_document(row, True) for row in rows])
     assert page_document(rows) == expected
