@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from conftest import TEST_SECRET, empty_database, settings
+from conftest import PASSWORD, TEST_SECRET, empty_database, settings
 from mailer import LOGIN, SECRET, Mailbox, free_port, self_signed_certificate, smtp_server, text_of
 from test_telemetry import samples
 
@@ -168,6 +168,24 @@ def test_the_relay_thread_delivers_after_the_commit(database_url, smtp, mailbox)
         queue_mails(app)
         mailbox.wait_for(1, timeout=10)
         assert relay.relay_of(app).running()
+    finally:
+        relay.relay_of(app).stop()
+        empty_database(app)
+
+
+def test_the_relay_thread_audits_as_the_relay(database_url, smtp, mailbox):
+    """What the relay's thread writes to the audit trail is marked source=relay."""
+    app = create_app(settings(database_url, MAIL_URL=smtp.url, MAIL_RELAY=True))
+    client = app.test_client()
+    try:
+        client.post("/auth/signup", json={"email": "r@example.com", "password": PASSWORD})
+        reset = client.post("/auth/password-reset", json={"email": "r@example.com"})
+        assert reset.status_code == 202
+        mailbox.wait_for(2, timeout=10)
+        with app.app_context():
+            sources = dict(db.session.execute(sa.select(AuthEvent.event, AuthEvent.source)).all())
+        assert sources["signup"] == "api"
+        assert sources["password_reset_requested"] == "relay"
     finally:
         relay.relay_of(app).stop()
         empty_database(app)
