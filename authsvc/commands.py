@@ -215,6 +215,9 @@ def list_keys():
                 f"{len(rows)} stored key(s) sign again once JWT_ALGORITHM is EdDSA or RS256."
             )
         return
+    if not rows:
+        click.echo("No signing keys yet: `keys rotate` makes the first (so does the first signin).")
+        return
     live = [row for row in rows if row.retired_at is None]
     active = [row for row in live if row.algorithm == current_app.config["JWT_ALGORITHM"]]
     for row in rows:

@@ -100,6 +100,12 @@ def test_retired_key_tokens_are_refused(keyed_app):
     assert old_kid not in {key["kid"] for key in client.get("/.well-known/jwks.json").json["keys"]}
 
 
+def test_keys_list_says_when_there_is_no_key_yet(keyed_app):
+    """`keys list` before any key says how the first one is made, rather than nothing."""
+    result = keyed_app.test_cli_runner().invoke(args=["keys", "list"])
+    assert result.exit_code == 0 and "keys rotate" in result.output
+
+
 def test_keys_list_shows_states(keyed_app):
     """`keys list` marks the newest key active, older ones verifying, retired ones retired."""
     first, second, third = rotate(keyed_app), rotate(keyed_app), rotate(keyed_app)
