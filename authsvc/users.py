@@ -24,7 +24,7 @@ from authsvc.schemas import (
     encode_cursor,
     format_timestamp,
 )
-from authsvc.tokens import open_session, revoke_sessions_of
+from authsvc.tokens import open_session, presented_token_is_fresh, revoke_sessions_of
 
 bp = Blueprint("users", __name__, url_prefix="/users", description="Accounts.")
 
@@ -139,8 +139,10 @@ def change_password(passwords):
     user.password_hash = hash_password(passwords["new_password"])
     mailtokens.kill(user.id, "password_reset")
     revoke_sessions_of(user.id)
-    # The new session was proven as the caller's was: a password change is no second factor.
-    session, tokens = open_session(user, amr=current_user.amr)
+    # The new session was proven as the caller's was: a password change is no
+    # second factor, and no signin either: its token is as fresh as the caller's.
+    fresh = presented_token_is_fresh(get_jwt())
+    session, tokens = open_session(user, amr=current_user.amr, fresh=fresh)
     audit.record("password_changed", user.id, session.id)
     db.session.commit()
     return tokens
