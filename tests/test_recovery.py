@@ -411,6 +411,18 @@ def test_without_mail_the_mailing_endpoints_are_503(mailless):
         assert db.session.scalar(sa.select(sa.func.count()).select_from(MailOutbox)) == 0
 
 
+def test_mail_unavailable_says_when_to_retry(mailless):
+    """Every 503 carries Retry-After, mail_unavailable too."""
+    client = mailless.test_client()
+    tokens = client.post("/auth/signup", json={"email": EMAIL, "password": PASSWORD}).json
+    for response in (
+        client.post("/auth/password-reset", json={"email": EMAIL}),
+        client.post("/auth/verify-email/resend", headers=bearer(tokens["accessToken"])),
+        change_email(client, tokens["accessToken"], "n@example.com"),
+    ):
+        assert response.status_code == 503 and int(response.headers["Retry-After"]) > 0
+
+
 def test_without_mail_tokens_mailed_earlier_still_work(mailless, auth):
     """A token from before MAIL_URL=none still resets the password."""
     user_id = auth.create_user(EMAIL)
