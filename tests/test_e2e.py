@@ -2,6 +2,7 @@
 
 import http.client
 import json
+import re
 import secrets
 import socket
 import subprocess
@@ -394,6 +395,7 @@ def test_requests_gunicorn_cannot_parse_get_problems_too(server, data):
     status = int(head.split()[1])
     assert 400 <= status < 500
     assert "Content-Type: application/problem+json" in head
+    assert re.search(r"^X-Request-ID: [0-9a-f]{32}$", head, re.MULTILINE)
     assert json.loads(body)["status"] == status
 
 
