@@ -137,7 +137,7 @@ def change_password(passwords):
         raise Problem(403, "invalid_password", "The current password is wrong.")
     refuse_weak_password(passwords["new_password"], user.email, field="newPassword")
     user.password_hash = hash_password(passwords["new_password"])
-    mailtokens.kill(user.id, "password_reset")
+    mailtokens.kill_on_new_password(user.id)
     revoke_sessions_of(user.id)
     # The new session was proven as the caller's was: a password change is no
     # second factor, and no signin either: its token is as fresh as the caller's.
