@@ -267,6 +267,9 @@ def check_mail(config):
         raise ConfigError(
             "REQUIRE_VERIFIED_EMAIL=1 needs mail: MAIL_URL=none would lock every new user out"
         )
+    templates = config.get("MAIL_TEMPLATES")
+    if templates and not os.path.isdir(templates):
+        raise ConfigError(f"MAIL_TEMPLATES must be a folder of mail templates, not {templates!r}")
     if urlsplit(config["PUBLIC_URL"]).scheme not in ("http", "https"):
         raise ConfigError(f"PUBLIC_URL must be an http(s) URL, not {config['PUBLIC_URL']!r}")
     config["PASSWORD_RESET_URL"] = _link_template(config, "PASSWORD_RESET_URL", "reset-password")

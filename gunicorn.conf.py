@@ -10,6 +10,7 @@ import multiprocessing
 import os
 import shutil
 import tempfile
+import uuid
 
 from gunicorn import util
 
@@ -58,7 +59,11 @@ GUNICORN_ERROR_CODES = {400: "bad_request", 414: "uri_too_long", 431: "headers_t
 
 
 def problem_error(sock, status_int, reason, mesg):
-    """Answer a request gunicorn cannot parse with problem+json, like every other error."""
+    """Answer a request gunicorn cannot parse with problem+json, like every other error.
+
+    Its X-Request-ID is a new one: every response carries one, and a request
+    that does not parse has none to echo.
+    """
     body = json.dumps(
         {
             "type": "about:blank",
@@ -70,7 +75,8 @@ def problem_error(sock, status_int, reason, mesg):
     ).encode()
     head = (
         f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
-        f"Content-Type: application/problem+json\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"Content-Type: application/problem+json\r\nContent-Length: {len(body)}\r\n"
+        f"X-Request-ID: {uuid.uuid4().hex}\r\n\r\n"
     )
     util.write_nonblock(sock, head.encode("latin-1") + body)
 

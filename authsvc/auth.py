@@ -101,7 +101,8 @@ def signup(credentials):
     403,
     schema=MfaRequiredSchema,
     content_type=PROBLEM_MIMETYPE,
-    description="account_disabled; or mfa_required, with the mfaToken for /auth/signin/mfa",
+    description="account_disabled, email_not_verified; or mfa_required, with the mfaToken "
+    "for /auth/signin/mfa",
 )
 @bp.alt_response(429, response="TOO_MANY_REQUESTS")
 @limit_signin

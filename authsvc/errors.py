@@ -122,6 +122,21 @@ class RequestIdHeaderPlugin(BasePlugin):
                     response.setdefault("headers", {})["X-Request-ID"] = "X-Request-ID"
 
 
+# The operations that never touch the database, so never answer 503 database_unavailable.
+WITHOUT_DATABASE = ("/healthz", "/metrics")
+
+
+class DatabaseUnavailablePlugin(BasePlugin):
+    """Declare 503 on every operation that needs the database: it answers one when that fails."""
+
+    def operation_helper(self, path=None, operations=None, **kwargs):
+        """Add the shared 503 response to each operation of a path that needs the database."""
+        if path in WITHOUT_DATABASE:
+            return
+        for operation in (operations or {}).values():
+            operation.setdefault("responses", {}).setdefault("503", "SERVICE_UNAVAILABLE")
+
+
 class ProblemApi(Api):
     """flask-smorest's Api, answering and documenting errors as problem+json."""
 
@@ -135,8 +150,8 @@ class ProblemApi(Api):
         return problem_for_http_exception(error)
 
     def _init_spec(self, *, extra_plugins=None, **options):
-        """Build the spec with the X-Request-ID plugin."""
-        plugins = [*(extra_plugins or ()), RequestIdHeaderPlugin()]
+        """Build the spec with the X-Request-ID and 503 plugins."""
+        plugins = [*(extra_plugins or ()), RequestIdHeaderPlugin(), DatabaseUnavailablePlugin()]
         super()._init_spec(extra_plugins=plugins, **options)
 
     def _register_responses(self):

@@ -52,6 +52,7 @@ class JWTManager(flask_jwt_extended.JWTManager):
         claims = super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)
         header = pyjwt.get_unverified_header(encoded_token)
         _check_token_kind(header, claims)
+        _check_freshness(claims)
         if not allow_expired and "exp" in claims:
             if len(cache) >= self.CACHE_SIZE:
                 cache.clear()
@@ -79,6 +80,18 @@ def _check_token_kind(header, claims):
         raise pyjwt.InvalidTokenError("its typ header does not match its type")
     if not audience_fits:
         raise pyjwt.InvalidAudienceError("Invalid audience")
+
+
+def _check_freshness(claims):
+    """Refuse a verified token whose `fresh` claim is neither a boolean nor a time.
+
+    flask-jwt-extended compares it with the clock where a fresh token is
+    needed, before the revocation callback runs: a string or a null there
+    would be a TypeError, a 500.
+    """
+    fresh = claims.get("fresh", False)
+    if not isinstance(fresh, bool | int | float) or fresh != fresh:  # NaN is not a time
+        raise pyjwt.InvalidTokenError("its fresh claim is neither a boolean nor a time")
 
 
 def _within_lifetime(claims):

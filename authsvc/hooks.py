@@ -9,6 +9,7 @@ from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from authsvc import docs
+from authsvc.errors import Problem
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
@@ -45,7 +46,14 @@ def limit_body_size():
         return
     environ = request.environ
     if environ.get("wsgi.input_terminated"):
-        body = environ["wsgi.input"].read(limit + 1)
+        try:
+            body = environ["wsgi.input"].read(limit + 1)
+        except Exception:
+            # Each server raises its own error for a chunk size that is not
+            # hex, a missing CRLF or a body cut short: the client's, not a 500.
+            raise Problem(
+                400, "bad_request", "The request body is not valid chunked encoding."
+            ) from None
         if len(body) > limit:
             abort(413)
         environ["wsgi.input"] = io.BytesIO(body)

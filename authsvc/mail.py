@@ -27,6 +27,8 @@ from authsvc.errors import Problem
 from authsvc.extensions import db
 from authsvc.models import MailOutbox
 
+MAIL_UNAVAILABLE_RETRY_AFTER = 3600  # seconds
+
 # The flag a session carries from queue() to its commit, which wakes the relay.
 QUEUED = "authsvc-mail-queued"
 
@@ -39,9 +41,18 @@ def enabled():
 
 
 def require_mail():
-    """Refuse a request that would send a mail when MAIL_URL is `none`."""
+    """Refuse a request that would send a mail when MAIL_URL is `none`.
+
+    Every 503 says when to try again; this one lasts until an operator sets
+    MAIL_URL, so the wait it suggests is long.
+    """
     if not enabled():
-        raise Problem(503, "mail_unavailable", "This service sends no mail (MAIL_URL=none).")
+        raise Problem(
+            503,
+            "mail_unavailable",
+            "This service sends no mail (MAIL_URL=none).",
+            headers={"Retry-After": str(MAIL_UNAVAILABLE_RETRY_AFTER)},
+        )
 
 
 def seal_payload(payload):

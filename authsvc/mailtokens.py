@@ -81,3 +81,13 @@ def kill(user_id, purpose, email=None):
         condition = sa.and_(condition, tokens.c.email == email)
     now = utcnow()
     db.session.execute(tokens.update().where(condition, _usable(now)).values(used_at=now))
+
+
+def kill_on_new_password(user_id):
+    """Use up a user's reset tokens and pending email changes: a new password ends both.
+
+    An email change asked for with the old password (by whoever knew it)
+    must not outlive the reset that locked them out.
+    """
+    kill(user_id, "password_reset")
+    kill(user_id, "email_change")

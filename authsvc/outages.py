@@ -195,9 +195,27 @@ def database_unavailable(error):
     )
 
 
+def close_session(exception=None):
+    """Close the request's session before Flask-SQLAlchemy would, never raising.
+
+    Closing rolls back a transaction the request left open, after the answer
+    is made: if the server went away meanwhile, that rollback raises, and
+    gunicorn answers 500 instead. Here the error is swallowed and the answer
+    stands; Flask-SQLAlchemy's own close then finds nothing left to do.
+    """
+    try:
+        db.session.remove()
+    except exc.SQLAlchemyError:
+        roll_back()
+        with contextlib.suppress(exc.SQLAlchemyError):
+            db.session.remove()
+
+
 def register_outages(app):
     """Bound the database's waits and answer its failures with 503."""
     log_lines_to_stderr(log, logging.WARNING)
     watch_engines(app)
+    # Registered after db.init_app(): teardowns run last first, so this one runs before its.
+    app.teardown_appcontext(close_session)
     for error_class in (*TROUBLE, exc.DBAPIError):
         app.register_error_handler(error_class, database_unavailable)

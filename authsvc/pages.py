@@ -3,8 +3,8 @@
 Plain forms that work without JavaScript. Opening a page never uses its
 token (mail scanners follow links); only submitting the form does. They are
 not part of the API, so they stay out of the OpenAPI document; their
-errors other than the form's own (404, 405, 413) are problem+json as
-everywhere else.
+errors other than the form's own (404, 405, 413, 415) are problem+json
+as everywhere else.
 """
 
 import marshmallow as ma
@@ -21,6 +21,18 @@ from authsvc.recovery import (
 from authsvc.schemas import ResetConfirmSchema, TokenSchema
 
 bp = Blueprint("pages", __name__, static_folder="static", static_url_path="/static")
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+@bp.before_request
+def require_a_form():
+    """Refuse a submitted page whose body is not a form: 415, as the API refuses non-JSON."""
+    if request.method == "POST" and request.mimetype not in FORM_TYPES:
+        raise Problem(
+            415,
+            "unsupported_media_type",
+            "This page takes a form, sent as application/x-www-form-urlencoded.",
+        )
 
 
 def page(template, status=200, **context):

@@ -135,7 +135,7 @@ def reset_password(token, new_password):
     if row.email == user.email:
         user.email_verified = True
     revoke_sessions_of(user.id)
-    mailtokens.kill(user.id, "password_reset")
+    mailtokens.kill_on_new_password(user.id)
     if mail.enabled():
         mail.queue("password_changed", user.email)
     audit.record("password_reset", user.id)

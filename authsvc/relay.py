@@ -29,6 +29,7 @@ from flask import current_app, g
 from authsvc import audit, mail, recovery, telemetry
 from authsvc.extensions import db
 from authsvc.models import MailOutbox, utcnow
+from authsvc.outages import roll_back
 
 LEASE = timedelta(minutes=5)
 BATCH = 20
@@ -243,7 +244,7 @@ class Relay:
             try:
                 send_pending(self.stopping)
             except Exception as error:
-                db.session.rollback()
+                roll_back()  # with the server gone, a plain rollback would raise and end the thread
                 log.error("mail relay: %s; trying again later", describe_failure(error))
             finally:
                 db.session.remove()

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
 import uuid
 from datetime import UTC, timedelta
 
@@ -124,10 +125,11 @@ def _next_refresh_claims(session_expires, now):
     return str(uuid.uuid4()), iat, min(iat + ttl, epoch(session_expires))
 
 
-def open_session(user, amr="pwd"):
+def open_session(user, amr="pwd", fresh=True):
     """Open a session for a user on this device; return it and its token pair.
 
-    `amr` says how the user proved who they are: "pwd", "pwd otp" or "pwd recovery".
+    `amr` says how the user proved who they are: "pwd", "pwd otp" or "pwd
+    recovery"; `fresh`, whether its access token counts as fresh.
     """
     now = utcnow()
     expires_at = now + timedelta(seconds=current_app.config["SESSION_MAX_AGE"])
@@ -149,9 +151,15 @@ def open_session(user, amr="pwd"):
     session.refresh_digest = refresh_digest(refresh_token)
     db.session.add(session)
     access_token = encode_access_token(
-        user.id, user.email, user.role, session.id, expires_at, fresh=True, amr=session.amr
+        user.id, user.email, user.role, session.id, expires_at, fresh=fresh, amr=session.amr
     )
     return session, {"access_token": access_token, "refresh_token": refresh_token}
+
+
+def presented_token_is_fresh(claims):
+    """Tell whether the access token of this request is fresh now (its `fresh` claim)."""
+    fresh = claims.get("fresh", False)
+    return fresh if isinstance(fresh, bool) else time.time() < fresh
 
 
 def revoke_session(session_id, user_id=None):

@@ -24,7 +24,7 @@ from authsvc.schemas import (
     encode_cursor,
     format_timestamp,
 )
-from authsvc.tokens import open_session, revoke_sessions_of
+from authsvc.tokens import open_session, presented_token_is_fresh, revoke_sessions_of
 
 bp = Blueprint("users", __name__, url_prefix="/users", description="Accounts.")
 
@@ -137,10 +137,12 @@ def change_password(passwords):
         raise Problem(403, "invalid_password", "The current password is wrong.")
     refuse_weak_password(passwords["new_password"], user.email, field="newPassword")
     user.password_hash = hash_password(passwords["new_password"])
-    mailtokens.kill(user.id, "password_reset")
+    mailtokens.kill_on_new_password(user.id)
     revoke_sessions_of(user.id)
-    # The new session was proven as the caller's was: a password change is no second factor.
-    session, tokens = open_session(user, amr=current_user.amr)
+    # The new session was proven as the caller's was: a password change is no
+    # second factor, and no signin either: its token is as fresh as the caller's.
+    fresh = presented_token_is_fresh(get_jwt())
+    session, tokens = open_session(user, amr=current_user.amr, fresh=fresh)
     audit.record("password_changed", user.id, session.id)
     db.session.commit()
     return tokens

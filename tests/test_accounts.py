@@ -125,6 +125,15 @@ def test_delete_me_needs_a_fresh_token(auth, client, kind):
     assert client.get("/users/me", headers=bearer(tokens["accessToken"])).status_code == 200
 
 
+def test_password_change_from_a_refreshed_token_gives_no_fresh_token(auth, client):
+    """A password change is no signin: its new token is only as fresh as the caller's."""
+    tokens = auth.signup()
+    refreshed = client.post("/auth/refresh", headers=bearer(tokens["refreshToken"])).json
+    changed = change_password(client, refreshed).json
+    response = client.delete("/users/me", headers=bearer(changed["accessToken"]))
+    assert response.status_code == 401 and response.json["code"] == "fresh_token_required"
+
+
 def test_last_admin_cannot_delete_itself(auth, client):
     """The only admin leaving is 409 last_admin."""
     response = client.delete("/users/me", headers=bearer(auth.admin()["accessToken"]))

@@ -159,3 +159,9 @@ def test_links_default_to_the_pages_under_public_url():
         app.config["PASSWORD_RESET_URL"] == "https://auth.example.com/reset-password?token={token}"
     )
     assert app.config["EMAIL_VERIFY_URL"] == "https://auth.example.com/verify-email?token={token}"
+
+
+def test_a_missing_mail_templates_folder_stops_start_up(tmp_path):
+    """MAIL_TEMPLATES naming no folder stops the service rather than mailing the built-ins."""
+    with pytest.raises(SystemExit, match="MAIL_TEMPLATES"):
+        create_app({"SQLALCHEMY_DATABASE_URI": "sqlite://", "MAIL_TEMPLATES": str(tmp_path / "no")})

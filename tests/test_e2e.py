@@ -2,6 +2,7 @@
 
 import http.client
 import json
+import re
 import secrets
 import socket
 import subprocess
@@ -394,7 +395,21 @@ def test_requests_gunicorn_cannot_parse_get_problems_too(server, data):
     status = int(head.split()[1])
     assert 400 <= status < 500
     assert "Content-Type: application/problem+json" in head
+    assert re.search(r"^X-Request-ID: [0-9a-f]{32}$", head, re.MULTILINE)
     assert json.loads(body)["status"] == status
+
+
+@pytest.mark.parametrize("chunks", [b"zz\r\n{}\r\n0\r\n\r\n", b"2\r\n{}XX0\r\n\r\n"])
+def test_malformed_chunked_body_is_400(server, chunks):
+    """A chunked body that does not decode is a 400 problem, not a 500."""
+    url, _ = server
+    head, body = raw_request(
+        url,
+        b"POST /auth/signin HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" + chunks,
+    )
+    assert head.split()[1] == "400" and "Content-Type: application/problem+json" in head
+    assert json.loads(body)["code"] == "bad_request"
 
 
 def test_long_urls_reach_the_app(server):

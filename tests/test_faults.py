@@ -22,7 +22,7 @@ from flask_migrate import upgrade
 from live import flask_cli, gunicorn, migrated, service_environment
 from prometheus_client.parser import text_string_to_metric_families
 
-from authsvc import create_app
+from authsvc import create_app, relay
 from authsvc.extensions import db
 from authsvc.models import AuthEvent
 from authsvc.outages import in_trouble
@@ -256,6 +256,39 @@ def test_lock_held_past_the_timeout_is_503(database_url, auth, database_log):
 def shared_postgres():
     """Yield the URL of a throwaway database on the shared PostgreSQL server."""
     yield from postgres_database()
+
+
+def test_a_connection_lost_after_the_last_query_leaves_the_answer(shared_postgres):
+    """The server going away between a request's last query and its end is no 500."""
+    app = migrated_app(shared_postgres, TESTING=False, PROPAGATE_EXCEPTIONS=False)
+    admin = sa.create_engine(shared_postgres, isolation_level="AUTOCOMMIT")
+
+    def query_then_lose_the_connection():
+        pid = db.session.scalar(sa.text("SELECT pg_backend_pid()"))
+        with admin.connect() as connection:
+            connection.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        return {"status": "ok"}
+
+    app.add_url_rule("/lose", view_func=query_then_lose_the_connection)
+    assert app.test_client().get("/lose").status_code == 200
+    assert app.test_client().get("/readyz").status_code == 200
+    admin.dispose()
+
+
+def test_the_relay_outlives_a_connection_lost_mid_pass(shared_postgres, monkeypatch):
+    """A relay pass whose connection dies is logged; the relay's loop goes on."""
+    app = migrated_app(shared_postgres, MAIL_URL="console://")
+    admin = sa.create_engine(shared_postgres, isolation_level="AUTOCOMMIT")
+
+    def pass_that_loses_its_connection(stopping=None):
+        pid = db.session.scalar(sa.text("SELECT pg_backend_pid()"))
+        with admin.connect() as connection:
+            connection.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        raise RuntimeError("the pass failed")
+
+    monkeypatch.setattr(relay, "send_pending", pass_that_loses_its_connection)
+    relay.relay_of(app).deliver_due()  # raising here would end the relay's thread
+    admin.dispose()
 
 
 def test_read_only_database_refuses_writes_serves_reads(shared_postgres, database_log):

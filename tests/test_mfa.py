@@ -477,6 +477,17 @@ def test_password_change_keeps_the_sessions_amr(client, clock, enrolled, mfa_sig
     assert codes.status_code == 200
 
 
+def test_password_change_does_not_make_a_refreshed_mfa_token_fresh(
+    client, clock, enrolled, mfa_signin
+):
+    """A stolen refresh token and the password do not give a fresh token without the code."""
+    refreshed = client.post("/auth/refresh", headers=bearer(mfa_signin()["refreshToken"])).json
+    body = {"currentPassword": PASSWORD, "newPassword": "marble-lantern-quiet-77"}
+    tokens = post(client, "/users/me/password", body, refreshed["accessToken"]).json
+    response = client.delete("/users/me", headers=bearer(tokens["accessToken"]))
+    assert response.status_code == 401 and response.json["code"] == "fresh_token_required"
+
+
 def test_password_change_of_a_password_only_session_stays_pwd(client, enrolled):
     """A password change is no second factor."""
     body = {"currentPassword": PASSWORD, "newPassword": "marble-lantern-quiet-77"}

@@ -148,6 +148,14 @@ def test_page_errors_are_problems(client, method, path, status):
     assert (response.status_code, response.content_type) == (status, "application/problem+json")
 
 
+@pytest.mark.parametrize("path", ["/reset-password", "/verify-email"])
+def test_a_submitted_page_that_is_not_a_form_is_415(client, path):
+    """The pages take forms; a JSON, text or empty body is 415 problem+json."""
+    for body in ({"json": {"token": "x"}}, {"data": "token=x", "content_type": "text/plain"}, {}):
+        response = client.post(path, **body)
+        assert (response.status_code, response.content_type) == (415, "application/problem+json")
+
+
 def test_an_oversized_form_is_413(client):
     """A form over the body limit is refused before it is read."""
     response = client.post("/reset-password", data={"token": "x" * 20000})

@@ -313,6 +313,22 @@ def test_email_change_refusals(app, auth, client, mailbox, new_email, password, 
     assert mailed(app, mailbox, new_email) == []
 
 
+@pytest.mark.parametrize("how", ["reset", "change"])
+def test_a_new_password_voids_a_pending_email_change(app, auth, client, mailbox, how):
+    """Whoever asked for an email change with the old password cannot finish it afterwards."""
+    tokens = auth.signup()
+    change_email(client, tokens["accessToken"], "thief@example.com")
+    (message,) = mailed(app, mailbox, "thief@example.com", "new email")
+    if how == "reset":
+        assert confirm(client, reset_token(app, client, mailbox)).status_code == 204
+    else:
+        body = {"currentPassword": PASSWORD, "newPassword": NEW_PASSWORD}
+        headers = bearer(tokens["accessToken"])
+        assert client.post("/users/me/password", json=body, headers=headers).status_code == 200
+    assert outcome(verify(client, token_in(message))) == INVALID
+    assert signin_status(client, password=NEW_PASSWORD) == 200
+
+
 def test_email_taken_meanwhile_is_409_and_keeps_the_token(app, auth, client, mailbox):
     """Someone takes the new address before the link is used: 409; the token stays usable."""
     tokens = auth.signup()
@@ -409,6 +425,18 @@ def test_without_mail_the_mailing_endpoints_are_503(mailless):
     assert outcome(change_email(client, tokens["accessToken"], "n@example.com")) == unavailable
     with mailless.app_context():
         assert db.session.scalar(sa.select(sa.func.count()).select_from(MailOutbox)) == 0
+
+
+def test_mail_unavailable_says_when_to_retry(mailless):
+    """Every 503 carries Retry-After, mail_unavailable too."""
+    client = mailless.test_client()
+    tokens = client.post("/auth/signup", json={"email": EMAIL, "password": PASSWORD}).json
+    for response in (
+        client.post("/auth/password-reset", json={"email": EMAIL}),
+        client.post("/auth/verify-email/resend", headers=bearer(tokens["accessToken"])),
+        change_email(client, tokens["accessToken"], "n@example.com"),
+    ):
+        assert response.status_code == 503 and int(response.headers["Retry-After"]) > 0
 
 
 def test_without_mail_tokens_mailed_earlier_still_work(mailless, auth):

@@ -141,6 +141,14 @@ def test_openapi_declares_request_id_on_every_response(client):
             )
 
 
+def test_openapi_declares_503_wherever_the_database_is_needed(client):
+    """Every operation but /healthz and /metrics may answer 503 database_unavailable."""
+    spec = client.get("/openapi.json").json
+    for method, path, operation in operations(spec):
+        declared = "503" in operation["responses"]
+        assert declared == (path not in ("/healthz", "/metrics")), f"{method.upper()} {path}"
+
+
 def test_openapi_declares_paging_of_users(client):
     """GET /users declares its Link header and a limit that defaults to 50."""
     operation = client.get("/openapi.json").json["paths"]["/users"]["get"]

@@ -278,6 +278,15 @@ def test_malformed_token_signed_with_our_key_is_401(auth, client, changes):
     assert response.content_type == "application/problem+json"
 
 
+@pytest.mark.parametrize("fresh", ["yes", None, [1], {"until": 1}])
+def test_malformed_fresh_claim_is_401_where_a_fresh_token_is_needed(auth, client, fresh):
+    """A `fresh` claim that is neither a boolean nor a time is 401, never a 500."""
+    claims = {**claims_of(auth.signup()["accessToken"]), "fresh": fresh}
+    response = client.delete("/users/me", headers=bearer(forge(claims)))
+    assert response.status_code == 401
+    assert response.content_type == "application/problem+json"
+
+
 def test_token_of_deleted_user_is_401(auth, client, app):
     """A token whose user no longer exists is refused."""
     tokens = auth.signup()
