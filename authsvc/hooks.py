@@ -89,6 +89,9 @@ PAGE_POLICY = (
 def add_security_headers(response):
     """Send the headers a JSON API should send, on every response."""
     response.headers.extend(SECURITY_HEADERS)
+    if response.status_code == 204:
+        # No content, so no type of content (flask-smorest labels it JSON).
+        response.headers.pop("Content-Type", None)
     if request.endpoint == "docs.page":
         response.headers["Content-Security-Policy"] = docs.POLICY
     elif request.blueprint == "pages":
