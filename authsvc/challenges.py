@@ -72,3 +72,8 @@ def use_up(token):
         challenges.update().where(_live_challenge(token)).values(used_at=utcnow())
     )
     return result.rowcount == 1
+
+
+def purge(cutoff):
+    """Delete mfaTokens that expired before `cutoff` (used ones expire too); return how many."""
+    return db.session.execute(challenges.delete().where(challenges.c.expires_at < cutoff)).rowcount

@@ -10,7 +10,7 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from authsvc import accounts, audit, keys, mail, relay, sealing, totp
+from authsvc import accounts, audit, challenges, keys, mail, mailtokens, relay, sealing, totp
 from authsvc.errors import Problem
 from authsvc.extensions import db
 from authsvc.models import AuthEvent, Session, SigningKey, User, utcnow
@@ -173,18 +173,31 @@ sessions_cli = CommandGroup("sessions", help="Maintain the sessions table.")
 @click.option(
     "--retention",
     type=click.IntRange(min=0),
-    help="Seconds a session is kept after it expired or was closed [SESSION_RETENTION].",
+    help="Seconds a row is kept after it ended [SESSION_RETENTION].",
 )
 def purge_sessions(retention):
-    """Delete sessions that ended (expired or closed) longer ago than the retention."""
-    if retention is None:
-        retention = current_app.config["SESSION_RETENTION"]
-    cutoff = utcnow() - timedelta(seconds=retention)
+    """Delete sessions, mfaTokens and mailed tokens that ended longer ago than the retention.
+
+    Also the outbox's sent and given-up mails, which no longer hold a body.
+    """
+    cutoff = retention_cutoff(retention)
     ended = sa.or_(Session.expires_at < cutoff, Session.revoked_at < cutoff)
     removed = db.session.execute(sa.delete(Session).where(ended)).rowcount
+    mfa_tokens, mail_tokens = challenges.purge(cutoff), mailtokens.purge(cutoff)
+    mails = relay.purge(cutoff)
     audit.record("sessions_purged")
     db.session.commit()
-    click.echo(f"Removed {removed} session(s) that ended before {cutoff:%Y-%m-%dT%H:%M:%SZ}.")
+    click.echo(
+        f"Removed what ended before {cutoff:%Y-%m-%dT%H:%M:%SZ}: {removed} session(s), "
+        f"{mfa_tokens} mfaToken(s), {mail_tokens} mailed token(s), {mails} sent mail(s)."
+    )
+
+
+def retention_cutoff(retention):
+    """Return the moment before which ended rows go: now minus the retention in seconds."""
+    if retention is None:
+        retention = current_app.config["SESSION_RETENTION"]
+    return utcnow() - timedelta(seconds=retention)
 
 
 keys_cli = CommandGroup("keys", help="Manage EdDSA and RS256 signing keys.")

@@ -91,3 +91,9 @@ def kill_on_new_password(user_id):
     """
     kill(user_id, "password_reset")
     kill(user_id, "email_change")
+
+
+def purge(cutoff):
+    """Delete tokens used, or expired, before `cutoff`; return how many."""
+    ended = sa.or_(tokens.c.used_at < cutoff, tokens.c.expires_at < cutoff)
+    return db.session.execute(tokens.delete().where(ended)).rowcount

@@ -164,6 +164,19 @@ def make_all_due():
     db.session.commit()
 
 
+def purge(cutoff):
+    """Delete outbox rows sent before `cutoff`, or queued before it and given up; return how many.
+
+    Their bodies went when they were sent or given up; what is left is a
+    record for operators, kept as long as ended sessions are.
+    """
+    done = sa.or_(
+        sa.and_(outbox.c.state == "sent", outbox.c.sent_at < cutoff),
+        sa.and_(outbox.c.state == "given_up", outbox.c.created_at < cutoff),
+    )
+    return db.session.execute(outbox.delete().where(done)).rowcount
+
+
 def release(claim):
     """Give back the rows of a claim not sent yet, for another relay to take at once."""
     db.session.execute(

@@ -143,12 +143,46 @@ def test_sessions_purge_removes_only_long_ended_sessions(runner, auth, app, clie
         )
         db.session.commit()
     result = runner.invoke(args=["sessions", "purge"])
-    assert result.exit_code == 0 and "Removed 2 session(s)" in result.output
+    assert result.exit_code == 0 and ": 2 session(s)," in result.output
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count()).select_from(Session)) == 2
-    assert runner.invoke(args=["sessions", "purge", "--retention", "0"]).output.startswith(
-        "Removed 1 "
-    )
+    assert ": 1 session(s)," in runner.invoke(args=["sessions", "purge", "--retention", "0"]).output
+
+
+def test_sessions_purge_also_removes_ended_tokens_and_sent_mail(runner, app):
+    """Used or expired mfaTokens and mailed tokens, and sent mail, go; live ones stay."""
+    from datetime import timedelta
+
+    from authsvc import challenges, mailtokens
+    from authsvc.models import MailOutbox, MailToken, MfaChallenge, User, utcnow
+
+    long_ago = utcnow() - timedelta(days=40)
+    with app.app_context():
+        user = User(email="p@example.com", password_hash="x" * 60)
+        db.session.add(user)
+        db.session.flush()
+        challenges.open_challenge(user.id)
+        challenges.open_challenge(user.id)
+        mailtokens.issue(user.id, "verify_email", user.email)
+        mailtokens.issue(user.id, "password_reset", user.email)
+        db.session.add_all(
+            [
+                MailOutbox(kind="test", state="sent", sent_at=long_ago),
+                MailOutbox(kind="test", state="given_up", created_at=long_ago),
+                MailOutbox(kind="test", state="pending", created_at=long_ago, message="sealed"),
+            ]
+        )
+        db.session.flush()
+        old_challenge = db.session.scalars(sa.select(MfaChallenge)).first()
+        old_challenge.expires_at = long_ago
+        db.session.scalars(sa.select(MailToken)).first().used_at = long_ago
+        db.session.commit()
+    result = runner.invoke(args=["sessions", "purge"])
+    assert "1 mfaToken(s), 1 mailed token(s), 2 sent mail(s)" in result.output, result.output
+    with app.app_context():
+        assert len(db.session.scalars(sa.select(MfaChallenge)).all()) == 1
+        assert len(db.session.scalars(sa.select(MailToken)).all()) == 1
+        assert db.session.scalars(sa.select(MailOutbox.state)).all() == ["pending"]
 
 
 def trail(app):
