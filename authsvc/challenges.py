@@ -11,7 +11,7 @@ import secrets
 from datetime import timedelta
 
 import sqlalchemy as sa
-from flask import current_app
+from flask import current_app, g
 
 from authsvc.extensions import db
 from authsvc.models import MfaChallenge, utcnow
@@ -55,8 +55,16 @@ def open_challenge(user_id):
 
 
 def user_of(token):
-    """Return the id of the user a live mfaToken belongs to, or None."""
-    return db.session.scalar(sa.select(challenges.c.user_id).where(_live_challenge(token)))
+    """Return the id of the user a live mfaToken belongs to, or None.
+
+    Read once per request: the rate limit's key and the view both ask. What
+    happens to the token after that is settled by use_up()'s conditional UPDATE.
+    """
+    known = g.setdefault("mfa_token_users", {})
+    if token not in known:
+        live = sa.select(challenges.c.user_id).where(_live_challenge(token))
+        known[token] = db.session.scalar(live)
+    return known[token]
 
 
 def count_failure(token):

@@ -180,7 +180,9 @@ def purge_sessions(retention):
 
     Also the outbox's sent and given-up mails, which no longer hold a body.
     """
-    cutoff = retention_cutoff(retention)
+    if retention is None:
+        retention = current_app.config["SESSION_RETENTION"]
+    cutoff = utcnow() - timedelta(seconds=retention)
     ended = sa.or_(Session.expires_at < cutoff, Session.revoked_at < cutoff)
     removed = db.session.execute(sa.delete(Session).where(ended)).rowcount
     mfa_tokens, mail_tokens = challenges.purge(cutoff), mailtokens.purge(cutoff)
@@ -191,13 +193,6 @@ def purge_sessions(retention):
         f"Removed what ended before {cutoff:%Y-%m-%dT%H:%M:%SZ}: {removed} session(s), "
         f"{mfa_tokens} mfaToken(s), {mail_tokens} mailed token(s), {mails} sent mail(s)."
     )
-
-
-def retention_cutoff(retention):
-    """Return the moment before which ended rows go: now minus the retention in seconds."""
-    if retention is None:
-        retention = current_app.config["SESSION_RETENTION"]
-    return utcnow() - timedelta(seconds=retention)
 
 
 keys_cli = CommandGroup("keys", help="Manage EdDSA and RS256 signing keys.")

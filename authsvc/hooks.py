@@ -79,11 +79,14 @@ SECURITY_HEADERS = {
 }
 
 
-# The pages mailed links open (pages.py): their stylesheet and their form, nothing else.
+# The HTML pages' own policies, by blueprint; everything else is JSON under
+# the default above. The pages mailed links open (pages.py) get their
+# stylesheet and their form, nothing else; /docs what Swagger UI needs.
 PAGE_POLICY = (
     "default-src 'none'; style-src 'self'; form-action 'self'; "
     "base-uri 'none'; frame-ancestors 'none'"
 )
+PAGE_POLICIES = {"pages": PAGE_POLICY, "docs": docs.POLICY}
 
 
 def add_security_headers(response):
@@ -92,10 +95,9 @@ def add_security_headers(response):
     if response.status_code == 204:
         # No content, so no type of content (flask-smorest labels it JSON).
         response.headers.pop("Content-Type", None)
-    if request.endpoint == "docs.page":
-        response.headers["Content-Security-Policy"] = docs.POLICY
-    elif request.blueprint == "pages":
-        response.headers["Content-Security-Policy"] = PAGE_POLICY
+    policy = PAGE_POLICIES.get(request.blueprint)
+    if policy is not None:
+        response.headers["Content-Security-Policy"] = policy
     if request.is_secure:
         response.headers["Strict-Transport-Security"] = "max-age=63072000"
     return response

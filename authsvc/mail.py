@@ -13,7 +13,6 @@ import json
 import logging
 import smtplib
 import ssl
-import sys
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
@@ -26,6 +25,7 @@ from authsvc import sealing
 from authsvc.errors import Problem
 from authsvc.extensions import db
 from authsvc.models import MailOutbox
+from authsvc.telemetry import log_lines_to_stderr
 
 MAIL_UNAVAILABLE_RETRY_AFTER = 3600  # seconds
 
@@ -196,9 +196,4 @@ def describe(error):
 
 def configure_mail_log():
     """Send mail's log lines (console:// mail, the relay's failures) to stderr, once."""
-    log.setLevel(logging.INFO)
-    log.propagate = False
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
-        log.addHandler(handler)
+    log_lines_to_stderr(log, logging.INFO, "%(asctime)s %(name)s %(levelname)s: %(message)s")

@@ -104,13 +104,13 @@ def metrics_exposition():
     return generate_latest(registry)
 
 
-def log_lines_to_stderr(logger, level):
-    """Send a logger's records at `level` and up to stderr as bare lines (once per process)."""
+def log_lines_to_stderr(logger, level, line_format="%(message)s"):
+    """Send a logger's records at `level` and up to stderr, bare lines by default (once)."""
     logger.setLevel(level)
     logger.propagate = False
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setFormatter(logging.Formatter(line_format))
         logger.addHandler(handler)
 
 
