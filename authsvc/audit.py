@@ -10,6 +10,7 @@ EVENTS = (
     "signup",
     "signin",
     "signin_failed",
+    "signin_disabled",
     "signout",
     "refresh",
     "refresh_reuse",

@@ -5,12 +5,11 @@ from flask import current_app
 from flask_jwt_extended import current_user
 from sqlalchemy.exc import IntegrityError
 
-from authsvc import audit, recovery
+from authsvc import audit, gate, mailflows
 from authsvc.bearer import token_required
 from authsvc.errors import PROBLEM_MIMETYPE, Problem
 from authsvc.extensions import db
 from authsvc.limits import limit_refresh, limit_signin, limit_signup
-from authsvc.mfa import second_factor_required
 from authsvc.models import Session, User, utcnow
 from authsvc.parsing import Blueprint
 from authsvc.passwords import (
@@ -47,15 +46,17 @@ def _refuse_signin(user_id=None):
 
 
 def authenticate(email, password):
-    """Return the user with these credentials, spending the same time either way."""
+    """Return the user with these credentials, spending the same time either way.
+
+    An account with no password (made through a provider) is refused as an
+    unknown one is.
+    """
     user = db.session.scalar(sa.select(User).where(User.email == email))
     if user is None:
         verify_dummy(password)
         raise _refuse_signin()
     if not verify_password(password, user.password_hash):
         raise _refuse_signin(user.id)
-    if user.disabled:
-        raise Problem(403, "account_disabled", "This account is disabled.")
     if hash_cost(user.password_hash) != current_app.config["BCRYPT_ROUNDS"]:
         # BCRYPT_ROUNDS changed since this hash was made: this is the one
         # moment the password is known, so bring the hash up to date.
@@ -82,7 +83,7 @@ def signup(credentials):
     except IntegrityError:
         db.session.rollback()
         raise Problem(409, "email_taken", "An account with this email already exists.") from None
-    recovery.send_verification(user)
+    mailflows.send_verification(user)
     if current_app.config["REQUIRE_VERIFIED_EMAIL"]:
         audit.record("signup", user.id)
         db.session.commit()
@@ -109,14 +110,9 @@ def signup(credentials):
 def signin(credentials):
     """Open a new session for a user who knows their password (and has no second factor)."""
     user = authenticate(credentials["email"], credentials["password"])
-    if current_app.config["REQUIRE_VERIFIED_EMAIL"] and not user.email_verified:
-        recovery.refuse_unverified(user)
-    if user.mfa_enabled:
-        raise second_factor_required(user)
-    session, tokens = open_session(user)
-    audit.record("signin", user.id, session.id)
+    _, signed_in = gate.admit(user, ["pwd"], "signin")
     db.session.commit()
-    return {"id": user.id, "email": user.email, **tokens}
+    return signed_in
 
 
 @bp.post("/signout")

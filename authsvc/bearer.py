@@ -12,9 +12,7 @@ from flask_jwt_extended import get_current_user, jwt_required
 
 from authsvc.errors import Problem, problem
 from authsvc.extensions import jwt
-from authsvc.models import amr_methods
-
-SECOND_FACTORS = {"otp", "recovery"}
+from authsvc.models import SECOND_FACTORS, amr_methods
 
 CHALLENGE_DESCRIPTIONS = {
     "invalid_token": "The token is invalid",

@@ -32,8 +32,8 @@ def _live_challenge(token):
     )
 
 
-def open_challenge(user_id):
-    """Return a new mfaToken for a user who gave the right password.
+def open_challenge(user_id, amr="pwd"):
+    """Return a new mfaToken for a user who proved a first factor (`amr`: "pwd", "oauth").
 
     The user's dead mfaTokens (used, expired or worn out) are cleared on the way.
     """
@@ -48,23 +48,39 @@ def open_challenge(user_id):
     ttl = timedelta(seconds=current_app.config["MFA_TOKEN_TTL"])
     db.session.execute(
         challenges.insert().values(
-            token_digest=digest(token), user_id=user_id, created_at=now, expires_at=now + ttl
+            token_digest=digest(token),
+            user_id=user_id,
+            created_at=now,
+            expires_at=now + ttl,
+            amr=amr,
         )
     )
     return token
 
 
-def user_of(token):
-    """Return the id of the user a live mfaToken belongs to, or None.
+def _live_row(token):
+    """Return the user id and first factor of a live mfaToken, or None.
 
     Read once per request: the rate limit's key and the view both ask. What
     happens to the token after that is settled by use_up()'s conditional UPDATE.
     """
-    known = g.setdefault("mfa_token_users", {})
+    known = g.setdefault("mfa_token_rows", {})
     if token not in known:
-        live = sa.select(challenges.c.user_id).where(_live_challenge(token))
-        known[token] = db.session.scalar(live)
+        live = sa.select(challenges.c.user_id, challenges.c.amr).where(_live_challenge(token))
+        known[token] = db.session.execute(live).first()
     return known[token]
+
+
+def user_of(token):
+    """Return the id of the user a live mfaToken belongs to, or None."""
+    row = _live_row(token)
+    return row.user_id if row is not None else None
+
+
+def first_factor_of(token):
+    """Return the methods of the first step a live mfaToken followed: ["pwd"] or ["oauth"]."""
+    row = _live_row(token)
+    return (row.amr or "pwd").split() if row is not None else None
 
 
 def count_failure(token):

@@ -7,7 +7,7 @@ at /auth/signin/mfa it is 401, like a wrong password at /auth/signin.
 
 from flask_jwt_extended import current_user
 
-from authsvc import audit, challenges, totp
+from authsvc import audit, challenges, gate, totp
 from authsvc.bearer import token_required
 from authsvc.errors import Problem
 from authsvc.extensions import db
@@ -24,26 +24,13 @@ from authsvc.schemas import (
     RecoveryCodesSchema,
     SignedInSchema,
 )
-from authsvc.tokens import open_session, revoke_sessions_of
+from authsvc.tokens import revoke_sessions_of
 
 bp = Blueprint("mfa", __name__, description="Second factor: TOTP and recovery codes.")
 
 INVALID_MFA_TOKEN = Problem(
     401, "invalid_mfa_token", "The mfaToken is unknown, used or expired; sign in again."
 )
-
-
-def second_factor_required(user):
-    """Open an mfaToken for a user who gave the right password; return signin's 403."""
-    token = challenges.open_challenge(user.id)
-    audit.record("mfa_challenged", user.id)
-    db.session.commit()
-    return Problem(
-        403,
-        "mfa_required",
-        "This account needs a second factor: send mfaToken and a code to /auth/signin/mfa.",
-        mfaToken=token,
-    )
 
 
 def refuse_code(status, user_id, session_id=None):
@@ -164,8 +151,6 @@ def signin_mfa(body):
     user = db.session.get(User, user_id) if user_id is not None else None
     if user is None:
         raise INVALID_MFA_TOKEN
-    if user.disabled:
-        raise Problem(403, "account_disabled", "This account is disabled.")
     method = totp.use_code(user.id, body["code"])
     if method is None:
         challenges.count_failure(body["mfa_token"])
@@ -173,9 +158,9 @@ def signin_mfa(body):
     if not challenges.use_up(body["mfa_token"]):
         db.session.rollback()
         raise INVALID_MFA_TOKEN
-    session, tokens = open_session(user, amr=f"pwd {method}")
-    audit.record("signin_mfa", user.id, session.id)
+    first_factor = challenges.first_factor_of(body["mfa_token"])
+    session, signed_in = gate.admit(user, [*first_factor, method], "signin_mfa")
     if method == "recovery":
         totp.notify(user.id, "recovery_code_used", session.id)
     db.session.commit()
-    return {"id": user.id, "email": user.email, **tokens}
+    return signed_in

@@ -16,13 +16,14 @@ def utcnow():
 
 
 class User(db.Model):
-    """An account: a normalised email, a bcrypt hash and a role."""
+    """An account: a normalised email, a bcrypt hash (if it has a password) and a role."""
 
     __tablename__ = "users"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(sa.String(254), unique=True)
-    password_hash: Mapped[str] = mapped_column(sa.String(60))
+    # NULL for an account made through a provider that has not set a password.
+    password_hash: Mapped[str | None] = mapped_column(sa.String(60))
     role: Mapped[str] = mapped_column(sa.String(16), default="user")
     disabled: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -69,11 +70,17 @@ class Session(db.Model):
     rotated_at: Mapped[datetime | None]
     ip: Mapped[str | None] = mapped_column(sa.String(64))
     user_agent: Mapped[str | None] = mapped_column(sa.String(512))
-    # How the session began (RFC 8176 methods, space-separated): "pwd",
-    # "pwd otp" or "pwd recovery"; NULL for sessions older than MFA: "pwd".
+    # How the session began (RFC 8176 methods, space-separated, the first
+    # factor first): "pwd", "pwd otp", "oauth", "hwk mfa"...; NULL for
+    # sessions older than MFA: "pwd".
     amr: Mapped[str | None] = mapped_column(sa.String(32))
 
     user: Mapped[User] = relationship(back_populates="sessions")
+
+
+# RFC 8176 methods that prove a second factor: a TOTP code, a recovery code,
+# or a method that is multi-factor by itself (a passkey verified by its user).
+SECOND_FACTORS = frozenset({"otp", "recovery", "mfa"})
 
 
 def amr_methods(stored):
@@ -166,6 +173,9 @@ class MfaChallenge(db.Model):
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
     failures: Mapped[int] = mapped_column(default=0)
+    # The first step's methods (RFC 8176): "pwd", or "oauth" for a provider's
+    # sign-in; NULL for tokens older than providers: "pwd".
+    amr: Mapped[str | None] = mapped_column(sa.String(16))
 
 
 MAIL_TOKEN_PURPOSES = ("password_reset", "verify_email", "email_change")

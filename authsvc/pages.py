@@ -12,7 +12,7 @@ from flask import Blueprint, render_template, request
 
 from authsvc.errors import Problem
 from authsvc.extensions import db
-from authsvc.recovery import (
+from authsvc.mailflows import (
     check_address_token,
     check_reset_token,
     confirm_address,

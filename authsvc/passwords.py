@@ -32,7 +32,9 @@ def hash_password(password, rounds=None):
 
 
 def verify_password(password, password_hash):
-    """Tell whether a password matches a stored hash."""
+    """Tell whether a password matches a stored hash; with no hash (no password), it never does."""
+    if password_hash is None:
+        return verify_dummy(password)
     return bcrypt.checkpw(_prehash(password), password_hash.encode("ascii"))
 
 

@@ -26,7 +26,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 from flask import current_app, g
 
-from authsvc import audit, mail, recovery, telemetry
+from authsvc import audit, mail, mailflows, telemetry
 from authsvc.extensions import db
 from authsvc.models import MailOutbox, utcnow
 from authsvc.outages import roll_back
@@ -132,8 +132,8 @@ def process(row, claim):
     """Turn a claimed row into a mail and deliver it; return what became of it."""
     try:
         kind, payload = row.kind, mail.unseal_payload(row.message)
-        if kind == recovery.RESET_REQUEST:
-            kind, payload = recovery.prepare_reset(row, claim, payload["to"])
+        if kind == mailflows.RESET_REQUEST:
+            kind, payload = mailflows.prepare_reset(row, claim, payload["to"])
             if kind is None:
                 return "dropped"
         message = mail.build_message(kind, payload)

@@ -37,6 +37,11 @@ LATENCY = Histogram(
 AUTH_EVENTS = Counter(
     "authsvc_auth_events", "Auth events by kind, as the audit trail records them.", ["event"]
 )
+SIGNINS = Counter(
+    "authsvc_signins",
+    "Sessions opened by a sign-in, by its first factor (pwd, oauth, hwk).",
+    ["method"],
+)
 RATE_LIMITED = Counter(
     "authsvc_rate_limited", "Requests refused by a rate limit, by the limit's name.", ["limit"]
 )
@@ -56,6 +61,11 @@ access_log = logging.getLogger("authsvc.access")
 def count_event(event):
     """Count one auth event."""
     AUTH_EVENTS.labels(event).inc()
+
+
+def count_signin(method):
+    """Count one session opened by a sign-in whose first factor was `method`."""
+    SIGNINS.labels(method).inc()
 
 
 def count_refusal(limit):

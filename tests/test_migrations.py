@@ -115,3 +115,32 @@ def test_existing_users_and_sessions_survive_the_upgrade(empty_database_url):
     assert signup.json["id"] > user_id
     with app.app_context():
         db.engine.dispose()
+
+
+def test_optional_passwords_keep_sessions_and_never_reuse_a_deleted_id(empty_database_url):
+    """Making password_hash optional rebuilds `users` on SQLite: sessions and the id sequence stay.
+
+    The newest user is deleted before the upgrade; a user made after it
+    still gets a higher id than any handed out before.
+    """
+    app = create_app(settings(empty_database_url))
+    with app.app_context():
+        upgrade(revision="5d8e2b7c4a90")
+        user_id, refresh_token = insert_signed_in_user("session-before-rebuild")
+        db.session.execute(
+            sa.text(
+                "INSERT INTO users (email, password_hash, role, disabled, created_at) "
+                "VALUES ('gone@example.com', 'x', 'user', false, CURRENT_TIMESTAMP)"
+            )
+        )
+        gone = db.session.scalar(sa.text("SELECT max(id) FROM users"))
+        db.session.execute(sa.text("DELETE FROM users WHERE id = :id"), {"id": gone})
+        db.session.commit()
+        upgrade()
+        db.engine.dispose()
+    client = app.test_client()
+    assert client.post("/auth/refresh", headers=bearer(refresh_token)).status_code == 200
+    signup = client.post("/auth/signup", json={"email": "new@example.com", "password": PASSWORD})
+    assert signup.json["id"] > gone > user_id
+    with app.app_context():
+        db.engine.dispose()
