@@ -1,5 +1,8 @@
 """Changing and deleting accounts, for the API and the CLI alike.
 
+An account keeps at least one way in (a password, a provider's identity, a
+passkey): remove_way_in() refuses to remove the last one.
+
 The last active admin can be neither demoted, disabled nor deleted. The check
 and the change are one conditional statement, after locking the admin rows
 (PostgreSQL; SQLite serialises writers anyway), so two admins demoting each
@@ -15,6 +18,11 @@ from authsvc.tokens import revoke_sessions_of
 
 users = User.__table__
 LAST_ADMIN = Problem(409, "last_admin", "The last admin cannot be demoted, disabled or deleted.")
+LAST_SIGN_IN_METHOD = Problem(
+    409,
+    "last_sign_in_method",
+    "This is the account's last way to sign in; add another before removing it.",
+)
 
 
 def _is_active_admin(table):
@@ -57,3 +65,28 @@ def delete_user(user):
     """Delete a user; their sessions go with them (ON DELETE CASCADE)."""
     _guard_last_admin(users.delete().where(users.c.id == user.id), user.id)
     db.session.expunge(user)
+
+
+def count_ways_in(user_id):
+    """Return how many ways a user has to sign in: a password, each identity, each passkey."""
+    password = sa.select(sa.func.count()).where(
+        users.c.id == user_id, users.c.password_hash.is_not(None)
+    )
+    return db.session.scalar(password)
+
+
+def remove_way_in(user_id, statement):
+    """Run a statement that removes one of a user's ways in, unless none would be left.
+
+    The user's row is locked first (PostgreSQL; SQLite serialises writers
+    anyway), so two removals at once cannot both leave the account with no
+    way in: 409 last_sign_in_method, and nothing changes. Return whether the
+    statement removed anything.
+    """
+    db.session.execute(sa.select(users.c.id).where(users.c.id == user_id).with_for_update())
+    if db.session.execute(statement).rowcount == 0:
+        return False
+    if count_ways_in(user_id) == 0:
+        db.session.rollback()
+        raise LAST_SIGN_IN_METHOD
+    return True
