@@ -26,8 +26,8 @@ from bench import servers
 
 sys.path.insert(0, str(servers.ROOT / "tests"))
 
+from deployment import SERVER_NAME, SlowClients, client_context, nginx, nginx_binary
 from live import gunicorn, migrated, service_environment
-from proxy import SERVER_NAME, SlowClients, client_context, nginx, nginx_binary
 
 BODY = b'{"email": "slow@example.com", "password": "violet-kettle-orbit-42"}'.ljust(100)
 RECOVERY_TIMEOUT = 60

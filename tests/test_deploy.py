@@ -1,9 +1,12 @@
 """The production recipe in deploy/, run for real: Debian's nginx in front of gunicorn.
 
-nginx runs the repo's own deploy/nginx/authsvc.conf (tests/proxy.py puts in
-only what a host changes) with a certificate made here, in front of
-`gunicorn wsgi:app` on loopback with production settings and
-TRUSTED_PROXIES=1.
+nginx runs the repo's own deploy/nginx/authsvc.conf (tests/deployment.py
+puts in only what a host changes) with a certificate made here, in front of
+`gunicorn wsgi:app` on loopback. gunicorn runs with deploy/authsvc.env.example
+as deploy/README.md fills it in (production, EdDSA, TRUSTED_PROXIES=1), on
+a PostgreSQL database of its own, after the README's `db upgrade` and
+`keys rotate`. Only what must stay inside the test changes: no mail, rate
+limits in memory (Redis keys are shared with other tests), bcrypt's cost.
 """
 
 import http.client
@@ -17,9 +20,17 @@ from types import SimpleNamespace
 
 import pytest
 import requests
-from conftest import PASSWORD, bearer, skip_without
-from live import ROOT, free_port, gunicorn, migrated, service_environment
-from proxy import SERVER_NAME, SlowClients, client_context, nginx, nginx_binary
+from conftest import PASSWORD, bearer, postgres_database, skip_without
+from deployment import (
+    ENV_EXAMPLE,
+    SERVER_NAME,
+    SlowClients,
+    client_context,
+    nginx,
+    nginx_binary,
+    sourced,
+)
+from live import ROOT, flask_cli, free_port, gunicorn, migrated, service_environment
 from test_walkthrough import walkthrough_blocks
 
 pytestmark = pytest.mark.e2e
@@ -38,13 +49,21 @@ def nginx_installed():
 def deployed(nginx_installed, tmp_path_factory):
     """Run gunicorn behind the repo's nginx site; yield its environment, URLs and certificate."""
     folder = tmp_path_factory.mktemp("deploy")
-    env = service_environment(folder, TRUSTED_PROXIES="1")
+    databases = postgres_database()
+    env = {
+        **sourced(ENV_EXAMPLE.read_text(), folder),
+        **service_environment(folder, MAIL_URL="none", RATELIMIT_STORAGE_URI="memory://"),
+        "DATABASE_URL": next(databases),
+        "TRUSTED_PROXIES": "1",
+    }
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env["PATH"]])
     migrated(env)
+    assert flask_cli(env, "keys", "rotate").returncode == 0
     with gunicorn(env, log_path=folder / "gunicorn.log") as direct:
         upstream = direct.removeprefix("http://")
         with nginx(folder / "nginx", upstream) as proxy:
             yield SimpleNamespace(env=env, direct=direct, proxy=proxy, https=proxy.https)
+    next(databases, None)
 
 
 def signed_up(deployed):

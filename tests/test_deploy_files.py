@@ -12,29 +12,14 @@ import subprocess
 
 import pytest
 from conftest import skip_without
+from deployment import ENV_EXAMPLE, sourced
 from live import ROOT
 
 import config
 
 DEPLOY = ROOT / "deploy"
-ENV_EXAMPLE = DEPLOY / "authsvc.env.example"
 # The one complaint systemd-analyze has off the host: the virtualenv is not here.
 ABSENT = re.compile(r"Command /opt/authsvc/venv/bin/\w+ is not executable")
-
-
-def sourced(text, tmp_path):
-    """Return the variables a `NAME=value` file sets when sh sources it (as authsvc-flask does)."""
-    path = tmp_path / "authsvc.env"
-    path.write_text(text)
-    result = subprocess.run(
-        ["sh", "-c", 'set -a; . "$0"; exec env -0', str(path)],
-        env={"PATH": os.environ["PATH"]},
-        capture_output=True,
-        timeout=10,
-        check=True,
-    )
-    pairs = (item.split("=", 1) for item in result.stdout.decode().split("\0") if item)
-    return {name: value for name, value in pairs if name not in ("PATH", "PWD", "SHLVL", "_")}
 
 
 def test_the_example_environment_names_every_setting():

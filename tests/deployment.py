@@ -1,9 +1,10 @@
-"""nginx in front of a live gunicorn: deploy/nginx/authsvc.conf, as an operator installs it.
+"""deploy/ for tests: nginx in front of a live gunicorn, and the settings file as a host reads it.
 
-The site file runs as it is in the repo, with only what a host changes put
+The nginx site runs as it is in the repo, with only what a host changes put
 in: the server name, the certificate, gunicorn's address, the listen ports
 (free loopback ones) and the log folder. nginx runs in the foreground with a
-temporary prefix; the certificate is self-signed, made here.
+temporary prefix; the certificate is self-signed, made here. The example
+settings file is read by sh, as deploy/authsvc-flask reads it.
 """
 
 import contextlib
@@ -28,6 +29,7 @@ from cryptography.x509.oid import NameOID
 from live import ROOT, free_port
 
 SITE = ROOT / "deploy" / "nginx" / "authsvc.conf"
+ENV_EXAMPLE = ROOT / "deploy" / "authsvc.env.example"
 SERVER_NAME = "127.0.0.1"
 START_TIMEOUT = 10
 
@@ -56,6 +58,21 @@ class Proxy(NamedTuple):
     http: str
     certificate: str
     https_port: int
+
+
+def sourced(text, folder):
+    """Return the variables a `NAME=value` file sets when sh sources it (as authsvc-flask does)."""
+    path = Path(folder) / "authsvc.env"
+    path.write_text(text)
+    result = subprocess.run(
+        ["sh", "-c", 'set -a; . "$0"; exec env -0', str(path)],
+        env={"PATH": os.environ["PATH"]},
+        capture_output=True,
+        timeout=10,
+        check=True,
+    )
+    pairs = (item.split("=", 1) for item in result.stdout.decode().split("\0") if item)
+    return {name: value for name, value in pairs if name not in ("PATH", "PWD", "SHLVL", "_")}
 
 
 def nginx_binary():
@@ -109,7 +126,7 @@ def site_for_host(text, *, upstream, http_port, https_port, certificate, key, fo
     }
     for placeholder, value in replacements.items():
         if placeholder not in text:
-            raise ValueError(f"{SITE.name} has no {placeholder!r} any more: update tests/proxy.py")
+            raise ValueError(f"{SITE.name} lacks {placeholder!r}: update tests/deployment.py")
         text = text.replace(placeholder, value)
     return text
 
