@@ -256,6 +256,14 @@ class SlowClients:
                     return
                 self.sent[index] += len(chunk)
 
+    def wait_sent(self, count, timeout=30):
+        """Wait until every connection has sent `count` bytes of its body."""
+        deadline = time.monotonic() + timeout
+        while min(self.sent) < count and not self.errors:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the slow clients sent {min(self.sent)} bytes, not {count}")
+            time.sleep(0.1)
+
     def stop(self):
         """Stop the trickle."""
         self.stopped.set()

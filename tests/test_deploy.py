@@ -57,13 +57,15 @@ def deployed(nginx_installed, tmp_path_factory):
         "TRUSTED_PROXIES": "1",
     }
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env["PATH"]])
-    migrated(env)
-    assert flask_cli(env, "keys", "rotate").returncode == 0
-    with gunicorn(env, log_path=folder / "gunicorn.log") as direct:
-        upstream = direct.removeprefix("http://")
-        with nginx(folder / "nginx", upstream) as proxy:
-            yield SimpleNamespace(env=env, direct=direct, proxy=proxy, https=proxy.https)
-    next(databases, None)
+    try:
+        migrated(env)
+        assert flask_cli(env, "keys", "rotate").returncode == 0
+        with gunicorn(env, log_path=folder / "gunicorn.log") as direct:
+            upstream = direct.removeprefix("http://")
+            with nginx(folder / "nginx", upstream) as proxy:
+                yield SimpleNamespace(env=env, direct=direct, proxy=proxy, https=proxy.https)
+    finally:
+        next(databases, None)
 
 
 def signed_up(deployed):
@@ -105,12 +107,14 @@ def test_slow_clients_cost_nginx_a_connection_not_a_worker(deployed):
     body = json.dumps({"email": email, "password": PASSWORD}).encode()
     context = client_context(deployed.proxy.certificate)
     with SlowClients(deployed.proxy.https_port, body, 50, context=context) as slow:
+        slow.wait_sent(3)
         results = ordinary_requests(deployed, email, access_token, 200)
         assert not slow.errors
-        assert 1 < max(slow.sent) < len(body)  # still trickling all along
+        assert max(slow.sent) < len(body)  # still trickling all along
         finished = slow.finish()
     assert sorted({status for status, _ in results}) == [200]
-    assert max(seconds for _, seconds in results) < 1
+    slowest = max(seconds for _, seconds in results)
+    assert slowest < 1, f"the slowest request took {slowest:.3f} s"
     assert finished == [200] * 50
 
 
