@@ -12,7 +12,6 @@ import datetime
 import http.client
 import ipaddress
 import os
-import pwd
 import shutil
 import socket
 import ssl
@@ -33,14 +32,18 @@ ENV_EXAMPLE = ROOT / "deploy" / "authsvc.env.example"
 SERVER_NAME = "127.0.0.1"
 START_TIMEOUT = 10
 
-# nginx's own settings around the site, as Debian's nginx.conf has them, with
-# every path in the test's folder. {user} is for a root run: nginx's workers
-# would otherwise be `nobody`, who cannot enter a private temporary folder.
+# nginx's own settings around the site, with every path in the test's folder,
+# and the http-level settings of Debian's nginx.conf that the site must
+# override (old TLS versions, gzip). {user} is for a root run: nginx's
+# workers would otherwise be `nobody`, who cannot enter a private folder.
 MAIN = """{user}
 worker_processes 1;
 pid {folder}/nginx.pid;
 events {{ worker_connections 768; }}
 http {{
+    ssl_protocols TLSv1 TLSv1.1 TLSv1.2 TLSv1.3;
+    ssl_prefer_server_ciphers on;
+    gzip on;
     client_body_temp_path {folder}/client_body;
     proxy_temp_path {folder}/proxy;
     fastcgi_temp_path {folder}/fastcgi;
@@ -133,12 +136,12 @@ def site_for_host(text, *, upstream, http_port, https_port, certificate, key, fo
 
 def main_configuration(folder):
     """Return an nginx.conf that includes the site, with every path in `folder`."""
-    user = f"user {pwd.getpwuid(0).pw_name};" if os.geteuid() == 0 else ""
+    user = "user root;" if os.geteuid() == 0 else ""
     return MAIN.format(user=user, folder=folder)
 
 
 @contextlib.contextmanager
-def nginx(folder, upstream, site=None):
+def nginx(folder, upstream):
     """Run nginx in the foreground with the repo's site in front of `upstream`; yield a Proxy."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -146,7 +149,7 @@ def nginx(folder, upstream, site=None):
     http_port, https_port = free_port(), free_port()
     (folder / "authsvc.conf").write_text(
         site_for_host(
-            site or SITE.read_text(),
+            SITE.read_text(),
             upstream=upstream,
             http_port=http_port,
             https_port=https_port,

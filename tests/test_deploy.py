@@ -174,6 +174,19 @@ def test_answers_over_tls_carry_hsts_and_no_nginx_version(deployed):
     assert response.headers["Server"] == "nginx"
 
 
+def test_html_pages_are_not_compressed(deployed):
+    """gzip stays off (BREACH), though Debian's nginx.conf turns it on for HTML."""
+    response = requests.get(
+        f"{deployed.https}/docs",
+        headers={"Accept-Encoding": "gzip"},
+        verify=deployed.proxy.certificate,
+        timeout=10,
+    )
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert "Content-Encoding" not in response.headers
+
+
 def test_plain_http_is_redirected_to_https(deployed):
     """Port 80 answers every request with a redirect to the same path over https."""
     response = requests.get(
