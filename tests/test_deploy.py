@@ -33,6 +33,8 @@ from deployment import (
 from live import ROOT, flask_cli, free_port, gunicorn, migrated, service_environment
 from test_walkthrough import walkthrough_blocks
 
+from authsvc.hooks import SECURITY_HEADERS
+
 pytestmark = pytest.mark.e2e
 
 JSON = {"Content-Type": "application/json"}
@@ -212,6 +214,8 @@ def test_a_body_over_the_limit_gets_authsvcs_own_413(deployed, chunked):
     assert through.status_code == direct.status_code == 413
     assert through.headers["Content-Type"] == direct.headers["Content-Type"]
     assert through.headers["X-Request-ID"] == "deploy-test-413"
+    for name in SECURITY_HEADERS:
+        assert through.headers[name] == direct.headers[name], name
     # The title is Python's name for the status, which Python 3.13 changed.
     assert {**through.json(), "title": ""} == {**direct.json(), "title": ""}
 
