@@ -15,12 +15,13 @@ from authsvc.extensions import db
 from authsvc.models import Passkey, User
 
 EMAIL = "user@example.com"
+OMIT = object()  # a body field left out
 
 
 def verified_user(app, password_hash, email=EMAIL, **columns):
     """Insert a user with a verified address (and the test password); return its id."""
     with app.app_context():
-        user = User(email=email, password_hash=password_hash, email_verified=True, **columns)
+        user = User(email=email, password_hash=password_hash, **{"email_verified": True, **columns})
         db.session.add(user)
         db.session.commit()
         return user.id
@@ -50,14 +51,14 @@ def registration_options(client, token):
     return response.json
 
 
-def register(client, token, key, name=None, **faults):
+def register(client, token, key, name=OMIT, **faults):
     """Register the authenticator's credential for the token's user; return the response."""
     options = registration_options(client, token)
     body = {
         "challengeId": options["challengeId"],
         "credential": key.create(options["publicKey"], **faults),
     }
-    if name is not None:
+    if name is not OMIT:
         body["name"] = name
     return post(client, "/users/me/passkeys", body, token)
 
