@@ -4,20 +4,24 @@ py_webauthn builds the options and checks what the browser sends back: the
 challenge, the origin (one of WEBAUTHN_ORIGINS), the RP id hash, user
 presence, user verification (for sign-in) and the signature. authsvc adds:
 
-- challenges: 256 random bits, stored as a SHA-256 digest with their purpose
-  (and their user, for registration), live WEBAUTHN_TIMEOUT seconds, used up
-  by one conditional UPDATE, committed before the response is checked, so a
+- challenges (passkey_challenges.py): 256 random bits, stored as a digest
+  with their purpose (and their user, for registration), used up by one
+  conditional UPDATE committed before the response is checked, so a
   challenge never serves twice, whether its ceremony succeeds or not;
 - the sign count: where the stored count is above zero, a new count that is
   not greater (zero included) is refused and audited as a possible clone; the
   new count is stored by a conditional UPDATE, so of two assertions with the
   same count only one passes;
 - one credential id for one user: a unique index (409 passkey_taken);
-- every sign-in failure is the one 401 invalid_credentials.
+- the user handle an assertion returns must be the one its passkey was
+  registered with;
+- every sign-in failure is the one 401 invalid_credentials, audited.
 
-Nothing here commits a success: the views do.
+Nothing here commits a success: the views do. Refusals commit their audit
+rows, and a used challenge is committed at once.
 """
 
+import re
 import secrets
 
 import sqlalchemy as sa
@@ -50,7 +54,8 @@ from authsvc.passkey_challenges import handle_of, open_challenge, use_challenge
 
 USER_HANDLE_BYTES = 32
 MAX_CREDENTIAL_ID_BYTES = 1023  # WebAuthn's limit
-MAX_CREDENTIAL_ID_LENGTH = 1364  # the same in base64url, as the table stores it
+# A credential id as the table stores it: base64url, at most 1023 bytes' worth.
+CREDENTIAL_ID = re.compile(r"[A-Za-z0-9_-]{1,1364}", re.ASCII)
 DEFAULT_NAME = "Passkey"
 
 passkeys = Passkey.__table__
@@ -185,8 +190,8 @@ def refuse_signin(user_id=None, clone_suspected=False):
 def _passkey_named_by(credential):
     """Return the stored passkey whose credential id an assertion names, or None."""
     credential_id = credential.get("id")
-    if not isinstance(credential_id, str) or len(credential_id) > MAX_CREDENTIAL_ID_LENGTH:
-        return None
+    if not isinstance(credential_id, str) or not CREDENTIAL_ID.fullmatch(credential_id):
+        return None  # not base64url, or too long: no stored id is like it
     return db.session.scalar(sa.select(Passkey).where(Passkey.credential_id == credential_id))
 
 

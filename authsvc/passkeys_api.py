@@ -45,7 +45,7 @@ class PasskeyBlueprint(Blueprint):
 
 bp = PasskeyBlueprint("passkeys", __name__, description="Passkeys (WebAuthn).")
 
-NO_BODY = {"description": "No body, or an empty JSON object."}
+NO_BODY = "No body, or an empty JSON object."
 NO_SUCH_PASSKEY = Problem(404, "not_found", "You have no passkey with this id.")
 NO_SUCH_USER = Problem(404, "not_found", "There is no such user.")
 passkeys_table = Passkey.__table__
@@ -96,7 +96,7 @@ def remove(user, passkey_id, session_id, by_admin=False):
 @bp.alt_response(401, response="UNAUTHORIZED")
 @bp.alt_response(403, response="FORBIDDEN")
 @token_required(fresh=True)
-@bp.arguments(NoBodySchema, required=False, description=NO_BODY["description"])
+@bp.arguments(NoBodySchema, required=False, description=NO_BODY)
 def registration_options(_):
     """Start adding a passkey: a challenge and options for navigator.credentials.create()."""
     refuse_unverified()
@@ -194,7 +194,7 @@ def delete_for_admin(user_id, passkey_id):
 @bp.post("/auth/passkey/options")
 @bp.response(200, OptionsSchema)
 @bp.alt_response(429, response="TOO_MANY_REQUESTS")
-@bp.arguments(NoBodySchema, required=False, description=NO_BODY["description"])
+@bp.arguments(NoBodySchema, required=False, description=NO_BODY)
 @limit_passkey_options
 def signin_options(_):
     """Start a passkey sign-in: a challenge and options for navigator.credentials.get()."""

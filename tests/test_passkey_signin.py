@@ -226,7 +226,16 @@ def test_a_registration_challenge_cannot_sign_in(client, key):
 
 @pytest.mark.parametrize(
     "credential",
-    [{}, {"id": "x"}, {"id": 7}, {"id": "a" * 5000}, {"response": []}],
+    [
+        {},
+        {"id": "x"},
+        {"id": 7},
+        {"id": "a" * 5000},
+        {"id": "nul\u0000byte"},
+        {"id": "lone\ud800surrogate"},
+        {"id": "émoji🙂"},
+        {"response": []},
+    ],
 )
 def test_a_malformed_credential_is_the_one_401(client, key, credential):
     """Anything wrong inside credential is a failed sign-in, not a 422."""

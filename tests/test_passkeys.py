@@ -139,7 +139,9 @@ def test_a_passkey_is_named_passkey_by_default(client, token):
     assert register(client, token, Authenticator(), name="  Phone ").json["name"] == "Phone"
 
 
-@pytest.mark.parametrize("name", ["", "   ", "x" * 65, "tab\there", "line\nbreak", 7, None])
+@pytest.mark.parametrize(
+    "name", ["", "   ", "x" * 65, "tab\there", "line\nbreak", "nul\x00", "\ud800", 7, None]
+)
 def test_a_bad_name_is_422(client, token, name):
     """A name must be 1 to 64 printable characters."""
     response = register(client, token, Authenticator(), name=name)
