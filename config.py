@@ -5,7 +5,9 @@ A value that does not parse stops the service at start-up with one line that
 says what to fix, rather than failing later on a request.
 """
 
+import ipaddress
 import os
+import re
 import secrets
 from datetime import timedelta
 from typing import NamedTuple
@@ -19,6 +21,8 @@ MIN_SECRET_BYTES = 32
 MIN_SECRET_DISTINCT = 10
 # MAIL_URL schemes and the port each uses when the URL names none.
 MAIL_SCHEMES = {"smtp": 25, "smtp+starttls": 587, "smtps": 465, "console": None}
+# A relying party id: ASCII labels (an internationalised name in its xn-- form).
+DOMAIN_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 
 
 class ConfigError(SystemExit):
@@ -136,6 +140,17 @@ def from_environment(environ=os.environ):
         "TRUSTED_PROXIES": _integer(environ, "TRUSTED_PROXIES", 0),
         "CORS_ORIGINS": _list(environ, "CORS_ORIGINS"),
         **_mail_settings(environ),
+        **_webauthn_settings(environ),
+    }
+
+
+def _webauthn_settings(environ):
+    """Return the passkeys' settings; check_webauthn() fills in what derives from PUBLIC_URL."""
+    return {
+        "WEBAUTHN_RP_ID": environ.get("WEBAUTHN_RP_ID") or None,
+        "WEBAUTHN_RP_NAME": environ.get("WEBAUTHN_RP_NAME") or "authsvc",
+        "WEBAUTHN_ORIGINS": _list(environ, "WEBAUTHN_ORIGINS"),
+        "WEBAUTHN_TIMEOUT": _integer(environ, "WEBAUTHN_TIMEOUT", 300, minimum=1),
     }
 
 
@@ -295,3 +310,83 @@ def development_secret(instance_path):
             os.unlink(draft)
     with open(path) as stored:
         return stored.read().strip()
+
+
+def _loopback(host):
+    """Tell whether a host is a loopback IP address (127.0.0.1, ::1...)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _web_origin(value, name):
+    """Return an http(s) origin as browsers write it (no path, no default port), or refuse it."""
+    parts = urlsplit(value.strip())
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+        or port == 0
+    ):
+        raise ConfigError(
+            f"{name} must hold origins such as https://auth.example.com, not {value!r}"
+        )
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    default_port = {"http": 80, "https": 443}[parts.scheme]
+    return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default_port else "")
+
+
+def _fits(rp_id, origin):
+    """Tell whether a relying party id is an origin's host or a parent domain of it.
+
+    Browsers also refuse a public suffix (com, co.uk) as the id; without the
+    public suffix list, only one-label ids other than localhost are refused
+    here. A loopback address counts as localhost.
+    """
+    host = urlsplit(origin).hostname
+    if _loopback(host):
+        host = "localhost"
+    return host == rp_id or host.endswith(f".{rp_id}")
+
+
+def _default_origins(public, loopback):
+    """Return PUBLIC_URL's origin, and the same with localhost where its host is a loopback one."""
+    origins = [public._replace(path="", query="", fragment="").geturl()]
+    if loopback:
+        origins.append(f"{public.scheme}://localhost" + (f":{public.port}" if public.port else ""))
+    return origins
+
+
+def check_webauthn(config):
+    """Settle the passkeys' relying party id and origins; refuse an id that fits no origin.
+
+    By default the id is PUBLIC_URL's host and the origin PUBLIC_URL's;
+    browsers refuse an IP address as the id, so a loopback PUBLIC_URL gives
+    `localhost`, and its origin with `localhost` is accepted as well.
+    """
+    public = urlsplit(config["PUBLIC_URL"])
+    loopback = _loopback(public.hostname or "")
+    origins = config.get("WEBAUTHN_ORIGINS") or _default_origins(public, loopback)
+    origins = list(dict.fromkeys(_web_origin(item, "WEBAUTHN_ORIGINS") for item in origins))
+    rp_id = (config.get("WEBAUTHN_RP_ID") or ("localhost" if loopback else public.hostname)).lower()
+    if _loopback(rp_id) or not DOMAIN_NAME.fullmatch(rp_id):
+        raise ConfigError(
+            f"WEBAUTHN_RP_ID must be a domain name such as example.com, not {rp_id!r}"
+        )
+    if "." not in rp_id and rp_id != "localhost":
+        raise ConfigError(f"WEBAUTHN_RP_ID must be a registrable domain, not the suffix {rp_id!r}")
+    for origin in origins:
+        if not _fits(rp_id, origin):
+            raise ConfigError(
+                f"WEBAUTHN_RP_ID {rp_id!r} must be the host of every WEBAUTHN_ORIGINS origin "
+                f"or a parent domain of it, and {origin} is neither"
+            )
+    config["WEBAUTHN_RP_ID"], config["WEBAUTHN_ORIGINS"] = rp_id, origins

@@ -29,6 +29,7 @@ def create_app(overrides=None, with_cli=True):
     app.json.sort_keys = False
     configure_secrets(app)
     configure_mail(app)
+    configure_passkeys(app)
     configure_database(app)
     register_extensions(app)
     register_blueprints(app)
@@ -55,6 +56,11 @@ def configure_mail(app):
 
     app.config["MAIL_SERVER"] = config.check_mail(app.config)
     configure_mail_log()
+
+
+def configure_passkeys(app):
+    """Settle the passkeys' relying party and origins; refuse an id that fits no origin."""
+    config.check_webauthn(app.config)
 
 
 def configure_database(app):
@@ -96,7 +102,7 @@ def register_extensions(app):
 
 def register_blueprints(app):
     """Register the API's blueprints, documented in one spec, /docs and the two HTML pages."""
-    from authsvc import auth, docs, mfa, pages, recovery, service, users
+    from authsvc import auth, docs, mfa, pages, passkeys_api, recovery, service, users
 
     # flask-smorest keeps one app's spec on its Api object, so each app gets
     # its own rather than sharing a module-level instance.
@@ -104,7 +110,7 @@ def register_blueprints(app):
     api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     )
-    for module in (auth, mfa, users, recovery, service):
+    for module in (auth, mfa, users, recovery, passkeys_api, service):
         api.register_blueprint(module.bp)
     # Plain Flask: /docs and the pages are not API, so they stay out of the OpenAPI document.
     app.register_blueprint(docs.bp)

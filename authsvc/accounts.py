@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from authsvc.errors import Problem
 from authsvc.extensions import db
-from authsvc.models import User
+from authsvc.models import Passkey, User
 from authsvc.tokens import revoke_sessions_of
 
 users = User.__table__
@@ -72,7 +72,8 @@ def count_ways_in(user_id):
     password = sa.select(sa.func.count()).where(
         users.c.id == user_id, users.c.password_hash.is_not(None)
     )
-    return db.session.scalar(password)
+    passkeys = sa.select(sa.func.count()).where(Passkey.user_id == user_id)
+    return db.session.scalar(sa.select(password.scalar_subquery() + passkeys.scalar_subquery()))
 
 
 def remove_way_in(user_id, statement):

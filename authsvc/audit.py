@@ -44,6 +44,12 @@ EVENTS = (
     "email_change_failed",
     "email_changed",
     "mail_given_up",
+    "signin_passkey",
+    "passkey_added",
+    "passkey_removed",
+    "passkey_renamed",
+    "passkey_refused",
+    "passkey_clone_suspected",
 )
 
 

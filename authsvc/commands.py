@@ -10,7 +10,18 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from authsvc import accounts, audit, challenges, keys, mail, mailtokens, relay, sealing, totp
+from authsvc import (
+    accounts,
+    audit,
+    challenges,
+    keys,
+    mail,
+    mailtokens,
+    passkey_challenges,
+    relay,
+    sealing,
+    totp,
+)
 from authsvc.errors import Problem
 from authsvc.extensions import db
 from authsvc.models import AuthEvent, Session, SigningKey, User, utcnow
@@ -178,7 +189,8 @@ sessions_cli = CommandGroup("sessions", help="Maintain the sessions table.")
 def purge_sessions(retention):
     """Delete sessions, mfaTokens and mailed tokens that ended longer ago than the retention.
 
-    Also the outbox's sent and given-up mails, which no longer hold a body.
+    Also the outbox's sent and given-up mails, which no longer hold a body, and
+    passkey challenges.
     """
     if retention is None:
         retention = current_app.config["SESSION_RETENTION"]
@@ -186,12 +198,13 @@ def purge_sessions(retention):
     ended = sa.or_(Session.expires_at < cutoff, Session.revoked_at < cutoff)
     removed = db.session.execute(sa.delete(Session).where(ended)).rowcount
     mfa_tokens, mail_tokens = challenges.purge(cutoff), mailtokens.purge(cutoff)
-    mails = relay.purge(cutoff)
+    mails, ceremonies = relay.purge(cutoff), passkey_challenges.purge(cutoff)
     audit.record("sessions_purged")
     db.session.commit()
     click.echo(
         f"Removed what ended before {cutoff:%Y-%m-%dT%H:%M:%SZ}: {removed} session(s), "
-        f"{mfa_tokens} mfaToken(s), {mail_tokens} mailed token(s), {mails} sent mail(s)."
+        f"{mfa_tokens} mfaToken(s), {mail_tokens} mailed token(s), {mails} sent mail(s), "
+        f"{ceremonies} passkey challenge(s)."
     )
 
 

@@ -126,6 +126,12 @@ def limit_signin(view):
     return named_limit("signin_per_address", key_func=get_remote_address, deduct_when=_failed)(view)
 
 
+# A passkey sign-in counts its failures per client address at signin's rate,
+# in a bucket of its own; its options, which write a challenge, count each time.
+limit_passkey_signin = named_limit(
+    "signin_per_address", key_func=get_remote_address, deduct_when=_failed
+)
+limit_passkey_options = named_limit("signin_per_address", key_func=get_remote_address)
 limit_signup = named_limit("signup_per_address", key_func=get_remote_address)
 limit_refresh = named_limit("refresh_per_session", key_func=_session_key)
 # Shared limits: the scope names the bucket, the same on every endpoint it guards.

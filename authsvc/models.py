@@ -234,3 +234,59 @@ class MailOutbox(db.Model):
         sa.CheckConstraint("state IN ('pending', 'sending', 'sent', 'given_up')", name="state"),
         sa.Index("ix_mail_outbox_state_next_attempt_at", "state", "next_attempt_at"),
     )
+
+
+PASSKEY_CHALLENGE_PURPOSES = ("registration", "authentication")
+
+
+class Passkey(db.Model):
+    """A user's WebAuthn credential: its id, public key and sign count.
+
+    credential_id (base64url) is unique across every user: one credential
+    belongs to one account. public_key is the credential's COSE key as the
+    authenticator gave it. user_handle is the WebAuthn user.id the
+    authenticator stores with the credential and returns at each sign-in.
+    sign_count is the last counter the authenticator reported (0 if it keeps
+    none); backed_up its backup-state flag at the last ceremony.
+    """
+
+    __tablename__ = "passkeys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    credential_id: Mapped[str] = mapped_column(sa.String(1364), unique=True, index=True)
+    public_key: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    user_handle: Mapped[str] = mapped_column(sa.String(88))
+    sign_count: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    name: Mapped[str] = mapped_column(sa.String(64))
+    backed_up: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+
+    # Never hand a removed passkey's id to a new one: audit rows name them.
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+
+class PasskeyChallenge(db.Model):
+    """One WebAuthn ceremony's challenge, kept only as a SHA-256 digest, usable once.
+
+    A registration challenge belongs to its user and remembers the user
+    handle its options gave the authenticator; a sign-in challenge belongs
+    to nobody until an assertion names its passkey.
+    """
+
+    __tablename__ = "passkey_challenges"
+
+    digest: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    purpose: Mapped[str] = mapped_column(sa.String(16))
+    user_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    user_handle: Mapped[str | None] = mapped_column(sa.String(88))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    used_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        sa.CheckConstraint("purpose IN ('registration', 'authentication')", name="purpose"),
+    )

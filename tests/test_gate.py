@@ -14,7 +14,9 @@ import jwt
 import pyotp
 import pytest
 import sqlalchemy as sa
+from authenticator import Authenticator
 from conftest import PASSWORD, empty_database, settings
+from passkeyflows import add_passkey, passkey_signin
 
 from authsvc import create_app, sealing, totp
 from authsvc.extensions import db
@@ -74,10 +76,21 @@ def mfa_step(app, client, **before_gate):
     return client.post("/auth/signin/mfa", json={"mfaToken": first.json["mfaToken"], "code": code})
 
 
+def passkey_step(app, client, **before_gate):
+    """The passkey path: a passkey of the user, the change, then its assertion."""
+    with app.app_context():
+        user_id = db.session.scalar(sa.select(User.id).where(User.email == EMAIL))
+    key = Authenticator()
+    add_passkey(app, user_id, key)
+    change_user(app, **before_gate)
+    return passkey_signin(client, key)
+
+
 # name: (drive the path, its amr, whether it proves a second factor by itself)
 WAYS_IN = {
     "password": (password_signin, ["pwd"], False),
     "mfa_step": (mfa_step, ["pwd", "otp"], True),
+    "passkey": (passkey_step, ["hwk", "mfa"], True),
 }
 
 
@@ -146,5 +159,5 @@ def test_every_way_in_opens_a_counted_session_with_its_amr(app, client, password
     assert response.status_code == 200, response.json
     assert set(response.json) == {"id", "email", "accessToken", "refreshToken"}
     assert amr(response) == methods
-    assert events(app)[-1] in ("signin", "signin_mfa")
+    assert events(app)[-1] in ("signin", "signin_mfa", "signin_passkey")
     assert SIGNINS.labels(methods[0])._value.get() == counted + 1
