@@ -13,6 +13,7 @@ from authsvc.extensions import db, jwt
 from authsvc.hooks import register_hooks
 from authsvc.limits import register_rate_limits
 from authsvc.outages import engine_options, register_outages
+from authsvc.providers import configure_providers
 from authsvc.telemetry import register_telemetry
 
 
@@ -29,6 +30,7 @@ def create_app(overrides=None, with_cli=True):
     app.json.sort_keys = False
     configure_secrets(app)
     configure_mail(app)
+    configure_providers(app)
     configure_database(app)
     register_extensions(app)
     register_blueprints(app)
@@ -96,7 +98,7 @@ def register_extensions(app):
 
 def register_blueprints(app):
     """Register the API's blueprints, documented in one spec, /docs and the two HTML pages."""
-    from authsvc import auth, docs, mfa, pages, recovery, service, users
+    from authsvc import auth, docs, linking, mfa, oauth, pages, recovery, service, users
 
     # flask-smorest keeps one app's spec on its Api object, so each app gets
     # its own rather than sharing a module-level instance.
@@ -104,7 +106,7 @@ def register_blueprints(app):
     api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     )
-    for module in (auth, mfa, users, recovery, service):
+    for module in (auth, mfa, users, recovery, oauth, linking, service):
         api.register_blueprint(module.bp)
     # Plain Flask: /docs and the pages are not API, so they stay out of the OpenAPI document.
     app.register_blueprint(docs.bp)

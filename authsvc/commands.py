@@ -10,7 +10,19 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from authsvc import accounts, audit, challenges, keys, mail, mailtokens, relay, sealing, totp
+from authsvc import (
+    accounts,
+    audit,
+    challenges,
+    identities,
+    keys,
+    mail,
+    mailtokens,
+    oauthflows,
+    relay,
+    sealing,
+    totp,
+)
 from authsvc.errors import Problem
 from authsvc.extensions import db
 from authsvc.models import AuthEvent, Session, SigningKey, User, utcnow
@@ -166,6 +178,22 @@ def mfa_reset(email):
     click.echo(f"MFA is off for {user.email}; their sessions are closed.")
 
 
+@users_cli.command("identities")
+@click.argument("email")
+def list_identities(email):
+    """Print the identities at providers linked to a user: id, provider, subject, email, times."""
+    user = user_by_email(email)
+    linked = identities.of_user(user.id)
+    if not linked:
+        click.echo(f"{user.email} has no identity at a provider.")
+    for identity in linked:
+        used = f"{identity.last_used_at:%Y-%m-%dT%H:%M:%SZ}" if identity.last_used_at else "-"
+        click.echo(
+            f"{identity.id}\t{identity.provider}\t{identity.subject}\t{identity.email or '-'}\t"
+            f"{identity.created_at:%Y-%m-%dT%H:%M:%SZ}\t{used}"
+        )
+
+
 sessions_cli = CommandGroup("sessions", help="Maintain the sessions table.")
 
 
@@ -178,7 +206,8 @@ sessions_cli = CommandGroup("sessions", help="Maintain the sessions table.")
 def purge_sessions(retention):
     """Delete sessions, mfaTokens and mailed tokens that ended longer ago than the retention.
 
-    Also the outbox's sent and given-up mails, which no longer hold a body.
+    Also the outbox's sent and given-up mails, which no longer hold a body,
+    and the flows of sign-ins with providers.
     """
     if retention is None:
         retention = current_app.config["SESSION_RETENTION"]
@@ -186,12 +215,13 @@ def purge_sessions(retention):
     ended = sa.or_(Session.expires_at < cutoff, Session.revoked_at < cutoff)
     removed = db.session.execute(sa.delete(Session).where(ended)).rowcount
     mfa_tokens, mail_tokens = challenges.purge(cutoff), mailtokens.purge(cutoff)
-    mails = relay.purge(cutoff)
+    mails, flows = relay.purge(cutoff), oauthflows.purge(cutoff)
     audit.record("sessions_purged")
     db.session.commit()
     click.echo(
         f"Removed what ended before {cutoff:%Y-%m-%dT%H:%M:%SZ}: {removed} session(s), "
-        f"{mfa_tokens} mfaToken(s), {mail_tokens} mailed token(s), {mails} sent mail(s)."
+        f"{mfa_tokens} mfaToken(s), {mail_tokens} mailed token(s), {mails} sent mail(s), "
+        f"{flows} provider sign-in flow(s)."
     )
 
 

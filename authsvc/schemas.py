@@ -149,6 +149,13 @@ class UserSchema(BaseSchema):
         required=True,
         metadata={"description": "Whether signin asks for a second factor (TOTP)."},
     )
+    has_password = fields.Boolean(
+        data_key="hasPassword",
+        required=True,
+        metadata={
+            "description": "False for an account made through a provider, until it sets one."
+        },
+    )
     disabled = fields.Boolean(metadata={"description": "Shown to admins only."})
 
 
@@ -218,9 +225,12 @@ class UserUpdateSchema(BaseSchema):
 
 
 class PasswordChangeSchema(BaseSchema):
-    """The current password, and the one to replace it."""
+    """The current password, and the one to replace it; an account with none sets its first."""
 
-    current_password = Password(data_key="currentPassword", required=True)
+    current_password = Password(
+        data_key="currentPassword",
+        metadata={"description": "Required once the account has a password."},
+    )
     new_password = Password(data_key="newPassword", required=True)
 
 
