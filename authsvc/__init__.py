@@ -13,7 +13,7 @@ from authsvc.extensions import db, jwt
 from authsvc.hooks import register_hooks
 from authsvc.limits import register_rate_limits
 from authsvc.outages import engine_options, register_outages
-from authsvc.providers import configure_providers
+from authsvc.providers import ProviderName, configure_providers
 from authsvc.telemetry import register_telemetry
 
 
@@ -103,6 +103,8 @@ def register_blueprints(app):
     # flask-smorest keeps one app's spec on its Api object, so each app gets
     # its own rather than sharing a module-level instance.
     api = ProblemApi(app)
+    app.url_map.converters["provider"] = ProviderName
+    api.register_converter(ProviderName, lambda converter: ProviderName.openapi)
     api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     )

@@ -22,6 +22,9 @@ from authsvc.schemas import MAX_USER_ID
 
 bp = Blueprint("linking", __name__, description="Identities at other providers linked to accounts.")
 
+# /users/me/identities/<x> is a provider's name (POST) or an identity's id (DELETE).
+NOT_A_PROVIDER = "An identity's id where a provider's name belongs: that path only takes DELETE."
+NOT_AN_ID = "A provider's name where an identity's id belongs: that path only takes POST."
 NO_SUCH_USER = Problem(404, "not_found", "There is no such user.")
 NO_SUCH_IDENTITY = Problem(404, "not_found", "There is no such identity.")
 EMAIL_NOT_VERIFIED = Problem(
@@ -61,12 +64,13 @@ def list_mine():
     return [identities.document(identity) for identity in identities.of_user(current_user.id)]
 
 
-@bp.post("/users/me/identities/<provider>")
+@bp.post("/users/me/identities/<provider:provider>")
 @bp.response(200, UrlSchema)
 @bp.alt_response(400, response="BAD_REQUEST")
 @bp.alt_response(401, response="UNAUTHORIZED")
 @bp.alt_response(403, response="FORBIDDEN")
 @bp.alt_response(404, response="NOT_FOUND")
+@bp.alt_response(405, response="METHOD_NOT_ALLOWED", description=NOT_A_PROVIDER)
 @bp.alt_response(429, response="TOO_MANY_REQUESTS")
 @oauthflows.known_provider
 @token_required(fresh=True)
@@ -116,6 +120,7 @@ def complete_link(body):
 @bp.response(204)
 @bp.alt_response(401, response="UNAUTHORIZED")
 @bp.alt_response(404, response="NOT_FOUND")
+@bp.alt_response(405, response="METHOD_NOT_ALLOWED", description=NOT_AN_ID)
 @bp.alt_response(409, response="CONFLICT")
 @token_required(fresh=True)
 def unlink_mine(identity_id):

@@ -40,7 +40,7 @@ def list_providers():
     return [{"name": p.name, "display_name": p.display_name} for p in providers.enabled()]
 
 
-@bp.get("/oauth/<provider>/authorize")
+@bp.get("/oauth/<provider:provider>/authorize")
 @bp.response(302, description="To the provider.", headers={"Location": LOCATION})
 @bp.alt_response(200, schema=UrlSchema, description="With Accept: application/json.")
 @bp.alt_response(400, response="BAD_REQUEST")
@@ -57,7 +57,7 @@ def authorize(provider, redirect_to, code_challenge, code_challenge_method):
     return oauthflows.send_to_provider(url)
 
 
-@bp.get("/oauth/<provider>/callback")
+@bp.get("/oauth/<provider:provider>/callback")
 @bp.response(
     302, description="Back to the app: redirectTo?code= or ?error=.", headers={"Location": LOCATION}
 )

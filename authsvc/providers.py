@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from flask import current_app
 from joserfc.jwk import KeySet
+from werkzeug.routing import BaseConverter
 
 import config
 from authsvc.providerhttp import (
@@ -35,6 +36,15 @@ from authsvc.providerhttp import (
 log = logging.getLogger(__name__)
 
 NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+
+class ProviderName(BaseConverter):
+    """A provider's name in a URL: /users/me/identities/<provider> never takes an identity's id."""
+
+    regex = NAME.pattern
+    openapi = {"type": "string", "pattern": f"^{NAME.pattern}$"}
+
+
 PRESETS = {
     "google": {"issuer": "https://accounts.google.com", "display_name": "Google"},
     "github": {"display_name": "GitHub", "scopes": "read:user user:email"},

@@ -6,6 +6,7 @@ import re
 
 import marshmallow as ma
 from email_validator import EmailNotValidError, validate_email
+from flask_jwt_extended import get_current_user
 from marshmallow import fields, validate
 
 from authsvc.errors import ProblemSchema
@@ -232,6 +233,12 @@ class PasswordChangeSchema(BaseSchema):
         metadata={"description": "Required once the account has a password."},
     )
     new_password = Password(data_key="newPassword", required=True)
+
+    @ma.validates_schema(skip_on_field_errors=False)
+    def _current_password_if_any(self, data, **kwargs):
+        """Require currentPassword of a caller who has a password (read with their token)."""
+        if "current_password" not in data and get_current_user().has_password:
+            raise ma.ValidationError("Missing data for required field.", "currentPassword")
 
 
 class MailedToken(fields.String):

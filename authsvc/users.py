@@ -29,12 +29,6 @@ from authsvc.tokens import open_session, presented_token_is_fresh, revoke_sessio
 bp = Blueprint("users", __name__, url_prefix="/users", description="Accounts.")
 
 NO_SUCH_USER = Problem(404, "not_found", "There is no such user.")
-CURRENT_PASSWORD_MISSING = Problem(
-    422,
-    "validation_error",
-    "The request is invalid; see errors.",
-    errors={"currentPassword": ["Missing data for required field."]},
-)
 # What a page of users reads: plain rows, never changed.
 PAGE_COLUMNS = (
     User.id,
@@ -160,8 +154,6 @@ def change_password(passwords):
     user = user_or_404(current_user.id)
     if user.password_hash is None:
         require_fresh_token()
-    elif "current_password" not in passwords:
-        raise CURRENT_PASSWORD_MISSING
     elif not verify_password(passwords["current_password"], user.password_hash):
         audit.record("password_change_failed", user.id, current_user.session_id)
         db.session.commit()
