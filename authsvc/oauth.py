@@ -9,7 +9,7 @@ never travel in a URL. The work lives in oauthflows.py (the flow rows),
 federation.py (the callback) and identities.py (who signs in).
 """
 
-from flask import redirect, render_template
+from flask import make_response, redirect, render_template
 
 from authsvc import federation, gate, oauthflows, providers
 from authsvc.errors import PROBLEM_MIMETYPE
@@ -77,7 +77,7 @@ def callback(provider, **params):
     if flow is None:
         # No account is concerned and anyone can send one: counted, not audited.
         count_oauth(provider.name, "invalid_state")
-        return render_template("pages/oauth_error.html"), 400
+        return make_response(render_template("pages/oauth_error.html"), 400)
     answer = federation.complete(provider, flow, params)
     return redirect(oauthflows.answer_url(flow.redirect_to, **answer), 302)
 

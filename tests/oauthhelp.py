@@ -1,7 +1,12 @@
 """Helpers of the tests of sign-in with providers: apps with a provider, PKCE, the round trip.
 
-The fixtures here are imported by the test modules that use them (they
-override conftest's `app`, so `client` and `auth` use an app with providers).
+The fixture functions here become fixtures in the test modules that use
+them, under the names those modules give them:
+
+    hostile = pytest.fixture(name="hostile")(oauthhelp.hostile_provider)
+    app = pytest.fixture(name="app")(oauthhelp.app_with_providers)
+
+`app` overrides conftest's, so `client` and `auth` use an app with providers.
 """
 
 import base64
@@ -25,7 +30,7 @@ def provider_settings(database_url, issuer=None, github_url=None, **extra):
     names, values = [], {}
     if issuer:
         names.append("corp")
-        values.update(OAUTH_CORP_ISSUER=issuer, OAUTH_CORP_NAME="Corp")
+        values.update(OAUTH_CORP_ISSUER=issuer, OAUTH_CORP_NAME="Corp", OAUTH_CORP_TRUST_EMAIL="1")
         values.update(OAUTH_CORP_CLIENT_ID=CLIENT_ID, OAUTH_CORP_CLIENT_SECRET=CLIENT_SECRET)
     if github_url:
         names.append("github")
@@ -41,28 +46,34 @@ def provider_settings(database_url, issuer=None, github_url=None, **extra):
     )
 
 
-@pytest.fixture
-def hostile():
+def hostile_provider():
     """Serve a hostile OpenID Provider for one test."""
     provider = HostileProvider()
     yield provider
     provider.close()
 
 
-@pytest.fixture
-def github():
+def github_stand_in():
     """Serve a stand-in of GitHub for one test."""
     stand_in = GitHubStandIn()
     yield stand_in
     stand_in.close()
 
 
-@pytest.fixture
-def app(database_url, hostile, github):
+def app_with_providers(database_url, hostile, github):
     """Yield an app with the hostile provider as `corp` and the GitHub stand-in as `github`."""
     app = create_app(provider_settings(database_url, hostile.url, github.url))
     yield app
     empty_database(app)
+
+
+def fixtures():
+    """Return the fixtures hostile, github and app, for a test module to bind to its names."""
+    return (
+        pytest.fixture(name="hostile")(hostile_provider),
+        pytest.fixture(name="github")(github_stand_in),
+        pytest.fixture(name="app")(app_with_providers),
+    )
 
 
 def pkce():

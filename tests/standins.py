@@ -110,6 +110,7 @@ class HostileProvider(StandIn):
         self.subject, self.email, self.email_verified = "subject-1", "ada@example.com", True
         self.claims, self.header, self.alg, self.key = {}, {}, "RS256", RSA_KEY
         self.iss_parameter = self.issuer
+        self.error = None
         self.userinfo = None
         self.documents = {}
 
@@ -132,9 +133,9 @@ class HostileProvider(StandIn):
         return 200, self.documents.get("jwks", keys), None
 
     def authorize(self, query, form, headers):
-        """Remember the nonce and send the browser back at once, with a code and `iss`."""
+        """Remember the nonce and send the browser back at once: a code (or `error`) and `iss`."""
         self.nonce = query.get("nonce")
-        answer = {"code": "provider-code"}
+        answer = {"error": self.error} if self.error else {"code": "provider-code"}
         if self.iss_parameter is not None:
             answer["iss"] = self.iss_parameter
         return back_to(query, **answer)
