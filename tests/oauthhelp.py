@@ -36,14 +36,8 @@ def provider_settings(database_url, issuer=None, github_url=None, **extra):
         names.append("github")
         values.update(OAUTH_GITHUB_URL=github_url, OAUTH_GITHUB_CLIENT_ID=CLIENT_ID)
         values.update(OAUTH_GITHUB_CLIENT_SECRET=CLIENT_SECRET)
-    return settings(
-        database_url,
-        OAUTH_PROVIDERS=names,
-        OAUTH_REDIRECT_URLS=[APP_URL],
-        PUBLIC_URL=PUBLIC_URL,
-        OAUTH_TIMEOUT=5,
-        **{**values, **extra},
-    )
+    defaults = {"OAUTH_REDIRECT_URLS": [APP_URL], "PUBLIC_URL": PUBLIC_URL, "OAUTH_TIMEOUT": 5}
+    return settings(database_url, OAUTH_PROVIDERS=names, **{**defaults, **values, **extra})
 
 
 def hostile_provider():
