@@ -14,16 +14,34 @@ import jwt
 import pyotp
 import pytest
 import sqlalchemy as sa
-from conftest import PASSWORD, empty_database, settings
+from conftest import PASSWORD, empty_database
+from oauthhelp import exchange, provider_settings, round_trip
+from standins import HostileProvider
 
 from authsvc import create_app, sealing, totp
 from authsvc.extensions import db
-from authsvc.models import AuthEvent, TotpFactor, User, utcnow
+from authsvc.models import AuthEvent, Identity, TotpFactor, User, utcnow
 from authsvc.telemetry import SIGNINS
 
 EMAIL = "user@example.com"
 SECRET = pyotp.random_base32()
 NOW = 1_800_000_015  # the middle of a TOTP step
+
+
+@pytest.fixture(scope="module")
+def provider():
+    """Serve an OpenID Provider (the hostile one, behaving) for the provider's way in."""
+    hostile = HostileProvider()
+    yield hostile
+    hostile.close()
+
+
+@pytest.fixture
+def app(database_url, provider):
+    """Yield an app that also lets users sign in with the provider `corp`."""
+    app = create_app(provider_settings(database_url, provider.url))
+    yield app
+    empty_database(app)
 
 
 @pytest.fixture(autouse=True)
@@ -74,10 +92,34 @@ def mfa_step(app, client, **before_gate):
     return client.post("/auth/signin/mfa", json={"mfaToken": first.json["mfaToken"], "code": code})
 
 
+def provider_signin(app, client, **before_gate):
+    """A provider's path: the user's identity at `corp`, the round trip, the change, the code."""
+    with app.app_context():
+        user_id = db.session.scalar(sa.select(User.id))
+        db.session.add(Identity(user_id=user_id, provider="corp", subject="subject-1"))
+        db.session.commit()
+    answer, verifier = round_trip(client)
+    assert "code" in answer, answer
+    change_user(app, **before_gate)
+    return exchange(client, answer["code"], verifier)
+
+
+def provider_mfa_step(app, client, **before_gate):
+    """A provider's path for an MFA user: the round trip, then the change, then a TOTP code."""
+    change_user(app, mfa_enabled=True)
+    first = provider_signin(app, client)
+    assert first.json["code"] == "mfa_required", first.json
+    change_user(app, **before_gate)
+    code = pyotp.TOTP(SECRET).at(NOW)
+    return client.post("/auth/signin/mfa", json={"mfaToken": first.json["mfaToken"], "code": code})
+
+
 # name: (drive the path, its amr, whether it proves a second factor by itself)
 WAYS_IN = {
     "password": (password_signin, ["pwd"], False),
     "mfa_step": (mfa_step, ["pwd", "otp"], True),
+    "provider": (provider_signin, ["oauth"], False),
+    "provider_mfa_step": (provider_mfa_step, ["oauth", "otp"], True),
 }
 
 
@@ -108,9 +150,10 @@ def test_every_way_in_refuses_a_disabled_account(app, client, password_hash, way
 
 
 @pytest.fixture
-def strict(database_url):
+def strict(database_url, provider):
     """Return an app with REQUIRE_VERIFIED_EMAIL=1 (mail to the log)."""
-    app = create_app(settings(database_url, REQUIRE_VERIFIED_EMAIL=True, MAIL_URL="console://"))
+    overrides = {"REQUIRE_VERIFIED_EMAIL": True, "MAIL_URL": "console://"}
+    app = create_app(provider_settings(database_url, provider.url, **overrides))
     yield app
     empty_database(app)
 
@@ -144,7 +187,7 @@ def test_every_way_in_opens_a_counted_session_with_its_amr(app, client, password
     counted = SIGNINS.labels(methods[0])._value.get()
     response = drive(app, client)
     assert response.status_code == 200, response.json
-    assert set(response.json) == {"id", "email", "accessToken", "refreshToken"}
+    assert set(response.json) - {"isNewUser"} == {"id", "email", "accessToken", "refreshToken"}
     assert amr(response) == methods
-    assert events(app)[-1] in ("signin", "signin_mfa")
+    assert events(app)[-1] in ("signin", "signin_mfa", "signin_oauth")
     assert SIGNINS.labels(methods[0])._value.get() == counted + 1
