@@ -32,14 +32,14 @@ def require_node():
 
 
 @contextlib.contextmanager
-def oidc_provider(redirect_uris):
+def oidc_provider(redirect_uris, client_id=CLIENT_ID, client_secret=CLIENT_SECRET):
     """Run the test provider on a free loopback port for these redirect URIs; yield its issuer."""
     node, port = require_node(), free_port()
     env = {
         "PATH": os.environ.get("PATH", ""),
         "OIDC_PORT": str(port),
-        "OIDC_CLIENT_ID": CLIENT_ID,
-        "OIDC_CLIENT_SECRET": CLIENT_SECRET,
+        "OIDC_CLIENT_ID": client_id,
+        "OIDC_CLIENT_SECRET": client_secret,
         "OIDC_REDIRECT_URIS": ",".join(redirect_uris),
     }
     issuer = f"http://127.0.0.1:{port}"
