@@ -141,6 +141,7 @@ def from_environment(environ=os.environ):
         "CORS_ORIGINS": _list(environ, "CORS_ORIGINS"),
         **_mail_settings(environ),
         **_webauthn_settings(environ),
+        **_oauth_settings(environ),
     }
 
 
@@ -178,6 +179,30 @@ def _mail_settings(environ):
         "MAIL_GIVE_UP_AFTER": _integer(environ, "MAIL_GIVE_UP_AFTER", 86400, minimum=0),
         "MAIL_TIMEOUT": _integer(environ, "MAIL_TIMEOUT", 10, minimum=1),
     }
+
+
+# What each provider of OAUTH_PROVIDERS may set, as OAUTH_<NAME>_<FIELD>.
+PROVIDER_FIELDS = ("CLIENT_ID", "CLIENT_SECRET", "ISSUER", "SCOPES", "NAME", "TRUST_EMAIL")
+
+
+def _oauth_settings(environ):
+    """Return the settings of sign-in with providers; providers.py checks them at start-up."""
+    names = [name.lower() for name in _list(environ, "OAUTH_PROVIDERS")]
+    settings = {
+        "OAUTH_PROVIDERS": names,
+        "OAUTH_REDIRECT_URLS": _list(environ, "OAUTH_REDIRECT_URLS"),
+        "OAUTH_GITHUB_URL": (environ.get("OAUTH_GITHUB_URL") or "https://github.com").rstrip("/"),
+        "OAUTH_TIMEOUT": _integer(environ, "OAUTH_TIMEOUT", 5, minimum=1, maximum=60),
+        "RATELIMIT_OAUTH_PER_ADDRESS": _rate(
+            environ, "RATELIMIT_OAUTH_PER_ADDRESS", "30 per minute;300 per hour"
+        ),
+    }
+    for name in names:
+        for field in PROVIDER_FIELDS:
+            key = f"OAUTH_{name.upper()}_{field}"
+            if environ.get(key):
+                settings[key] = environ[key]
+    return settings
 
 
 # Settings that no environment changes: how authsvc uses its libraries.

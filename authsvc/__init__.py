@@ -13,6 +13,7 @@ from authsvc.extensions import db, jwt
 from authsvc.hooks import register_hooks
 from authsvc.limits import register_rate_limits
 from authsvc.outages import engine_options, register_outages
+from authsvc.providers import ProviderName, configure_providers
 from authsvc.telemetry import register_telemetry
 
 
@@ -30,6 +31,7 @@ def create_app(overrides=None, with_cli=True):
     configure_secrets(app)
     configure_mail(app)
     configure_passkeys(app)
+    configure_providers(app)
     configure_database(app)
     register_extensions(app)
     register_blueprints(app)
@@ -102,15 +104,28 @@ def register_extensions(app):
 
 def register_blueprints(app):
     """Register the API's blueprints, documented in one spec, /docs and the two HTML pages."""
-    from authsvc import auth, docs, mfa, pages, passkeys_api, recovery, service, users
+    from authsvc import (
+        auth,
+        docs,
+        linking,
+        mfa,
+        oauth,
+        pages,
+        passkeys_api,
+        recovery,
+        service,
+        users,
+    )
 
     # flask-smorest keeps one app's spec on its Api object, so each app gets
     # its own rather than sharing a module-level instance.
     api = ProblemApi(app)
+    app.url_map.converters["provider"] = ProviderName
+    api.register_converter(ProviderName, lambda converter: ProviderName.openapi)
     api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     )
-    for module in (auth, mfa, users, recovery, passkeys_api, service):
+    for module in (auth, mfa, users, recovery, oauth, linking, passkeys_api, service):
         api.register_blueprint(module.bp)
     # Plain Flask: /docs and the pages are not API, so they stay out of the OpenAPI document.
     app.register_blueprint(docs.bp)

@@ -13,10 +13,11 @@ import sqlalchemy as sa
 
 from authsvc.errors import Problem
 from authsvc.extensions import db
-from authsvc.models import Passkey, User
+from authsvc.models import Identity, Passkey, User
 from authsvc.tokens import revoke_sessions_of
 
 users = User.__table__
+identities = Identity.__table__
 LAST_ADMIN = Problem(409, "last_admin", "The last admin cannot be demoted, disabled or deleted.")
 LAST_SIGN_IN_METHOD = Problem(
     409,
@@ -72,8 +73,13 @@ def count_ways_in(user_id):
     password = sa.select(sa.func.count()).where(
         users.c.id == user_id, users.c.password_hash.is_not(None)
     )
+    linked = sa.select(sa.func.count()).where(identities.c.user_id == user_id)
     passkeys = sa.select(sa.func.count()).where(Passkey.user_id == user_id)
-    return db.session.scalar(sa.select(password.scalar_subquery() + passkeys.scalar_subquery()))
+    return db.session.scalar(
+        sa.select(
+            password.scalar_subquery() + linked.scalar_subquery() + passkeys.scalar_subquery()
+        )
+    )
 
 
 def remove_way_in(user_id, statement):

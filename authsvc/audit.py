@@ -50,6 +50,19 @@ EVENTS = (
     "passkey_renamed",
     "passkey_refused",
     "passkey_clone_suspected",
+    "signin_oauth",
+    "signup_oauth",
+    "identity_linked",
+    "identity_unlinked",
+    "pre_registration_removed",
+    "oauth_access_denied",
+    "oauth_provider_error",
+    "oauth_provider_unavailable",
+    "oauth_account_exists",
+    "oauth_email_missing",
+    "oauth_invalid_grant",
+    "oauth_identity_taken",
+    "oauth_forbidden",
 )
 
 

@@ -14,9 +14,11 @@ from authsvc import (
     accounts,
     audit,
     challenges,
+    identities,
     keys,
     mail,
     mailtokens,
+    oauthflows,
     passkey_challenges,
     relay,
     sealing,
@@ -177,6 +179,22 @@ def mfa_reset(email):
     click.echo(f"MFA is off for {user.email}; their sessions are closed.")
 
 
+@users_cli.command("identities")
+@click.argument("email")
+def list_identities(email):
+    """Print the identities at providers linked to a user: id, provider, subject, email, times."""
+    user = user_by_email(email)
+    linked = identities.of_user(user.id)
+    if not linked:
+        click.echo(f"{user.email} has no identity at a provider.")
+    for identity in linked:
+        used = f"{identity.last_used_at:%Y-%m-%dT%H:%M:%SZ}" if identity.last_used_at else "-"
+        click.echo(
+            f"{identity.id}\t{identity.provider}\t{identity.subject}\t{identity.email or '-'}\t"
+            f"{identity.created_at:%Y-%m-%dT%H:%M:%SZ}\t{used}"
+        )
+
+
 sessions_cli = CommandGroup("sessions", help="Maintain the sessions table.")
 
 
@@ -189,8 +207,8 @@ sessions_cli = CommandGroup("sessions", help="Maintain the sessions table.")
 def purge_sessions(retention):
     """Delete sessions, mfaTokens and mailed tokens that ended longer ago than the retention.
 
-    Also the outbox's sent and given-up mails, which no longer hold a body, and
-    passkey challenges.
+    Also the outbox's sent and given-up mails, which no longer hold a body,
+    the flows of sign-ins with providers, and passkey challenges.
     """
     if retention is None:
         retention = current_app.config["SESSION_RETENTION"]
@@ -198,13 +216,14 @@ def purge_sessions(retention):
     ended = sa.or_(Session.expires_at < cutoff, Session.revoked_at < cutoff)
     removed = db.session.execute(sa.delete(Session).where(ended)).rowcount
     mfa_tokens, mail_tokens = challenges.purge(cutoff), mailtokens.purge(cutoff)
-    mails, ceremonies = relay.purge(cutoff), passkey_challenges.purge(cutoff)
+    mails, flows = relay.purge(cutoff), oauthflows.purge(cutoff)
+    ceremonies = passkey_challenges.purge(cutoff)
     audit.record("sessions_purged")
     db.session.commit()
     click.echo(
         f"Removed what ended before {cutoff:%Y-%m-%dT%H:%M:%SZ}: {removed} session(s), "
         f"{mfa_tokens} mfaToken(s), {mail_tokens} mailed token(s), {mails} sent mail(s), "
-        f"{ceremonies} passkey challenge(s)."
+        f"{flows} provider sign-in flow(s), {ceremonies} passkey challenge(s)."
     )
 
 

@@ -86,7 +86,8 @@ PAGE_POLICY = (
     "default-src 'none'; style-src 'self'; form-action 'self'; "
     "base-uri 'none'; frame-ancestors 'none'"
 )
-PAGE_POLICIES = {"pages": PAGE_POLICY, "docs": docs.POLICY}
+# The oauth blueprint's one page: the callback's answer to a bad state.
+PAGE_POLICIES = {"pages": PAGE_POLICY, "oauth": PAGE_POLICY, "docs": docs.POLICY}
 
 
 def add_security_headers(response):

@@ -157,6 +157,12 @@ limit_mfa_signin = named_limit(
     deduct_when=_wrong_mfa_code,
 )
 
+# Provider sign-in starts and code exchanges per client address, in one bucket.
+OAUTH_SCOPE = "oauth-per-address"
+limit_oauth = named_limit(
+    "oauth_per_address", shared_scope=OAUTH_SCOPE, key_func=get_remote_address
+)
+
 # Mails asked for per target address, shared by every endpoint that mails one.
 MAIL_SCOPE = "mail-per-email"
 

@@ -1,4 +1,4 @@
-"""The database tables: users, their sessions and second factors, the audit trail, keys, mail."""
+"""The database tables: users, sessions, second factors, the audit trail, keys, mail, providers."""
 
 from datetime import UTC, datetime
 
@@ -32,6 +32,11 @@ class User(db.Model):
     # Whether signin asks for a second factor. Kept on the row the revocation
     # check reads anyway, so /users/me and freshness need no other query.
     mfa_enabled: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+
+    @property
+    def has_password(self):
+        """Tell whether the account has a password (one made through a provider may not)."""
+        return self.password_hash is not None
 
     sessions: Mapped[list["Session"]] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True
@@ -290,3 +295,62 @@ class PasskeyChallenge(db.Model):
     __table_args__ = (
         sa.CheckConstraint("purpose IN ('registration', 'authentication')", name="purpose"),
     )
+
+
+class Identity(db.Model):
+    """An account at a provider linked to a user: the pair (provider, the provider's subject).
+
+    `email` is what the provider said at the last sign-in, for people to read;
+    it never changes the account's own address.
+    """
+
+    __tablename__ = "identities"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    provider: Mapped[str] = mapped_column(sa.String(32))
+    subject: Mapped[str] = mapped_column(sa.String(255))
+    email: Mapped[str | None] = mapped_column(sa.String(254))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+
+    __table_args__ = (sa.UniqueConstraint("provider", "subject"),)
+
+
+OAUTH_PURPOSES = ("signin", "link")
+
+
+class OAuthFlow(db.Model):
+    """One round trip through a provider: from authorize, through the callback, to the code.
+
+    The state and nonce sent to the provider are kept only as SHA-256
+    digests; the PKCE verifier sent to it is derived from the state
+    (oauthflows.py), so it is not stored at all. `user_id` is the account
+    the flow is for: the caller of a link, or, once the callback decided,
+    who signs in. The one-time code the app gets is kept as a digest too,
+    with the app's S256 codeChallenge it is bound to. `subject` and `email`
+    carry a link code's identity from the callback to the link.
+    """
+
+    __tablename__ = "oauth_flows"
+
+    state_digest: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    nonce_digest: Mapped[str | None] = mapped_column(sa.String(64))
+    provider: Mapped[str] = mapped_column(sa.String(32))
+    purpose: Mapped[str] = mapped_column(sa.String(8))
+    user_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    redirect_to: Mapped[str] = mapped_column(sa.String(2048))
+    code_challenge: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    used_at: Mapped[datetime | None]
+    code_digest: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
+    code_expires_at: Mapped[datetime | None]
+    code_used_at: Mapped[datetime | None]
+    subject: Mapped[str | None] = mapped_column(sa.String(255))
+    email: Mapped[str | None] = mapped_column(sa.String(254))
+    new_user: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+
+    __table_args__ = (sa.CheckConstraint("purpose IN ('signin', 'link')", name="purpose"),)

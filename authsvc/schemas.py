@@ -6,6 +6,7 @@ import re
 
 import marshmallow as ma
 from email_validator import EmailNotValidError, validate_email
+from flask_jwt_extended import get_current_user
 from marshmallow import fields, validate
 
 from authsvc.errors import ProblemSchema
@@ -149,6 +150,13 @@ class UserSchema(BaseSchema):
         required=True,
         metadata={"description": "Whether signin asks for a second factor (TOTP)."},
     )
+    has_password = fields.Boolean(
+        data_key="hasPassword",
+        required=True,
+        metadata={
+            "description": "False for an account made through a provider, until it sets one."
+        },
+    )
     disabled = fields.Boolean(metadata={"description": "Shown to admins only."})
 
 
@@ -218,10 +226,19 @@ class UserUpdateSchema(BaseSchema):
 
 
 class PasswordChangeSchema(BaseSchema):
-    """The current password, and the one to replace it."""
+    """The current password, and the one to replace it; an account with none sets its first."""
 
-    current_password = Password(data_key="currentPassword", required=True)
+    current_password = Password(
+        data_key="currentPassword",
+        metadata={"description": "Required once the account has a password."},
+    )
     new_password = Password(data_key="newPassword", required=True)
+
+    @ma.validates_schema(skip_on_field_errors=False)
+    def _current_password_if_any(self, data, **kwargs):
+        """Require currentPassword of a caller who has a password (read with their token)."""
+        if "current_password" not in data and get_current_user().has_password:
+            raise ma.ValidationError("Missing data for required field.", "currentPassword")
 
 
 class MailedToken(fields.String):

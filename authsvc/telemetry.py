@@ -42,6 +42,12 @@ SIGNINS = Counter(
     "Sessions opened by a sign-in, by its first factor (pwd, oauth, hwk).",
     ["method"],
 )
+OAUTH = Counter(
+    "authsvc_oauth",
+    "Sign-ins with providers by provider and outcome: signin, signup, linked, unlinked, "
+    "or the error of a refusal (provider_error, account_exists, invalid_grant...).",
+    ["provider", "outcome"],
+)
 RATE_LIMITED = Counter(
     "authsvc_rate_limited", "Requests refused by a rate limit, by the limit's name.", ["limit"]
 )
@@ -66,6 +72,11 @@ def count_event(event):
 def count_signin(method):
     """Count one session opened by a sign-in whose first factor was `method`."""
     SIGNINS.labels(method).inc()
+
+
+def count_oauth(provider, outcome):
+    """Count one outcome of a sign-in or link with a provider."""
+    OAUTH.labels(provider, outcome).inc()
 
 
 def count_refusal(limit):

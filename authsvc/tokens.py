@@ -54,6 +54,7 @@ SESSION_CHECK = (
         users.c.created_at,
         users.c.mfa_enabled,
         users.c.email_verified,
+        users.c.password_hash.is_not(None).label("has_password"),
     )
     .join(users, users.c.id == sessions.c.user_id)
     .where(sessions.c.id == sa.bindparam("sid"))

@@ -5,11 +5,11 @@ from flask import jsonify, url_for
 from flask_jwt_extended import current_user, get_current_user, get_jwt
 
 from authsvc import accounts, audit, mailtokens, totp
-from authsvc.bearer import token_required
+from authsvc.bearer import challenge, token_required
 from authsvc.errors import Problem
 from authsvc.extensions import db
 from authsvc.limits import limit_current_password
-from authsvc.models import User
+from authsvc.models import SECOND_FACTORS, User, amr_methods
 from authsvc.parsing import Blueprint
 from authsvc.passwords import hash_password, refuse_weak_password, verify_password
 from authsvc.schemas import (
@@ -38,6 +38,7 @@ PAGE_COLUMNS = (
     User.created_at,
     User.email_verified,
     User.mfa_enabled,
+    User.password_hash.is_not(None).label("has_password"),
 )
 
 
@@ -51,6 +52,7 @@ def user_document(user, for_admin):
         "created_at": user.created_at,
         "email_verified": user.email_verified,
         "mfa_enabled": user.mfa_enabled,
+        "has_password": user.has_password,
     }
     if for_admin:
         document["disabled"] = user.disabled
@@ -72,10 +74,24 @@ def page_document(rows):
             "createdAt": format_timestamp(row.created_at),
             "emailVerified": row.email_verified,
             "mfaEnabled": row.mfa_enabled,
+            "hasPassword": row.has_password,
             "disabled": row.disabled,
         }
         for row in rows
     ]
+
+
+def require_fresh_token():
+    """Refuse a token that is not fresh (for an MFA user: not from a second factor's signin)."""
+    row = get_current_user()
+    second_factor = SECOND_FACTORS.intersection(amr_methods(row.amr))
+    if not presented_token_is_fresh(get_jwt()) or (row.mfa_enabled and not second_factor):
+        raise Problem(
+            401,
+            "fresh_token_required",
+            "Setting a first password needs an access token from a recent signin.",
+            headers={"WWW-Authenticate": challenge("fresh_token_required")},
+        )
 
 
 def caller_is_admin():
@@ -129,9 +145,16 @@ def delete_me():
 @bp.arguments(PasswordChangeSchema)
 @limit_current_password
 def change_password(passwords):
-    """Replace the caller's password, end every session, and open a new one."""
+    """Replace the caller's password (or set a first one), end every session, open a new one.
+
+    An account with no password (made through a provider) sets its first
+    with a fresh token and newPassword alone; once it has one, the current
+    password is needed.
+    """
     user = user_or_404(current_user.id)
-    if not verify_password(passwords["current_password"], user.password_hash):
+    if user.password_hash is None:
+        require_fresh_token()
+    elif not verify_password(passwords["current_password"], user.password_hash):
         audit.record("password_change_failed", user.id, current_user.session_id)
         db.session.commit()
         raise Problem(403, "invalid_password", "The current password is wrong.")

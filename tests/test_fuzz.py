@@ -16,6 +16,15 @@ from authsvc.models import User
 from authsvc.passwords import hash_password
 
 ADMIN_EMAIL = "fuzz-admin@example.com"
+# A provider, so that sign-in with providers is fuzzed past its 404: GitHub's
+# preset needs no network at start-up, and nothing here reaches its address.
+GITHUB = {
+    "OAUTH_PROVIDERS": ["github"],
+    "OAUTH_GITHUB_URL": "http://127.0.0.1:9",
+    "OAUTH_GITHUB_CLIENT_ID": "fuzz-client",
+    "OAUTH_GITHUB_CLIENT_SECRET": "fuzz-secret",
+    "OAUTH_REDIRECT_URLS": ["http://127.0.0.1:5173/signed-in"],
+}
 
 CONFIG = schemathesis.Config.from_dict(
     {
@@ -45,7 +54,7 @@ def migrated_app():
     app and its database must exist by then, before any fixture runs. A
     server error stays a 500 response rather than an exception.
     """
-    app = create_app(settings("sqlite://", TESTING=False, PROPAGATE_EXCEPTIONS=False))
+    app = create_app(settings("sqlite://", TESTING=False, PROPAGATE_EXCEPTIONS=False, **GITHUB))
     with app.app_context():
         upgrade()
         db.session.add(User(email=ADMIN_EMAIL, password_hash=hash_password(PASSWORD), role="admin"))

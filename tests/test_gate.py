@@ -14,18 +14,40 @@ import jwt
 import pyotp
 import pytest
 import sqlalchemy as sa
-from authenticator import Authenticator
-from conftest import PASSWORD, empty_database, settings
+from authenticator import ORIGIN, RP_ID, Authenticator
+from conftest import PASSWORD, empty_database
+from oauthhelp import exchange, provider_settings, round_trip
 from passkeyflows import add_passkey, passkey_signin
+from standins import HostileProvider
 
 from authsvc import create_app, sealing, totp
 from authsvc.extensions import db
-from authsvc.models import AuthEvent, TotpFactor, User, utcnow
+from authsvc.models import AuthEvent, Identity, TotpFactor, User, utcnow
 from authsvc.telemetry import SIGNINS
 
 EMAIL = "user@example.com"
 SECRET = pyotp.random_base32()
 NOW = 1_800_000_015  # the middle of a TOTP step
+
+
+@pytest.fixture(scope="module")
+def provider():
+    """Serve an OpenID Provider (the hostile one, behaving) for the provider's way in."""
+    hostile = HostileProvider()
+    yield hostile
+    hostile.close()
+
+
+# The software authenticator's relying party, beside the providers' PUBLIC_URL.
+PASSKEYS = {"WEBAUTHN_RP_ID": RP_ID, "WEBAUTHN_ORIGINS": [ORIGIN]}
+
+
+@pytest.fixture
+def app(database_url, provider):
+    """Yield an app that also lets users sign in with the provider `corp`, and with passkeys."""
+    app = create_app(provider_settings(database_url, provider.url, **PASSKEYS))
+    yield app
+    empty_database(app)
 
 
 @pytest.fixture(autouse=True)
@@ -86,11 +108,35 @@ def passkey_step(app, client, **before_gate):
     return passkey_signin(client, key)
 
 
+def provider_signin(app, client, **before_gate):
+    """A provider's path: the user's identity at `corp`, the round trip, the change, the code."""
+    with app.app_context():
+        user_id = db.session.scalar(sa.select(User.id))
+        db.session.add(Identity(user_id=user_id, provider="corp", subject="subject-1"))
+        db.session.commit()
+    answer, verifier = round_trip(client)
+    assert "code" in answer, answer
+    change_user(app, **before_gate)
+    return exchange(client, answer["code"], verifier)
+
+
+def provider_mfa_step(app, client, **before_gate):
+    """A provider's path for an MFA user: the round trip, then the change, then a TOTP code."""
+    change_user(app, mfa_enabled=True)
+    first = provider_signin(app, client)
+    assert first.json["code"] == "mfa_required", first.json
+    change_user(app, **before_gate)
+    code = pyotp.TOTP(SECRET).at(NOW)
+    return client.post("/auth/signin/mfa", json={"mfaToken": first.json["mfaToken"], "code": code})
+
+
 # name: (drive the path, its amr, whether it proves a second factor by itself)
 WAYS_IN = {
     "password": (password_signin, ["pwd"], False),
     "mfa_step": (mfa_step, ["pwd", "otp"], True),
     "passkey": (passkey_step, ["hwk", "mfa"], True),
+    "provider": (provider_signin, ["oauth"], False),
+    "provider_mfa_step": (provider_mfa_step, ["oauth", "otp"], True),
 }
 
 
@@ -121,9 +167,10 @@ def test_every_way_in_refuses_a_disabled_account(app, client, password_hash, way
 
 
 @pytest.fixture
-def strict(database_url):
+def strict(database_url, provider):
     """Return an app with REQUIRE_VERIFIED_EMAIL=1 (mail to the log)."""
-    app = create_app(settings(database_url, REQUIRE_VERIFIED_EMAIL=True, MAIL_URL="console://"))
+    overrides = {"REQUIRE_VERIFIED_EMAIL": True, "MAIL_URL": "console://", **PASSKEYS}
+    app = create_app(provider_settings(database_url, provider.url, **overrides))
     yield app
     empty_database(app)
 
@@ -157,7 +204,7 @@ def test_every_way_in_opens_a_counted_session_with_its_amr(app, client, password
     counted = SIGNINS.labels(methods[0])._value.get()
     response = drive(app, client)
     assert response.status_code == 200, response.json
-    assert set(response.json) == {"id", "email", "accessToken", "refreshToken"}
+    assert set(response.json) - {"isNewUser"} == {"id", "email", "accessToken", "refreshToken"}
     assert amr(response) == methods
-    assert events(app)[-1] in ("signin", "signin_mfa", "signin_passkey")
+    assert events(app)[-1] in ("signin", "signin_mfa", "signin_passkey", "signin_oauth")
     assert SIGNINS.labels(methods[0])._value.get() == counted + 1

@@ -7,7 +7,7 @@ from conftest import bearer
 
 
 def test_me_returns_the_caller(auth, client):
-    """/users/me answers sub, id, email, role, createdAt, emailVerified, mfaEnabled, iat and exp."""
+    """/users/me answers the user object (hasPassword included) and the token's iat and exp."""
     tokens = auth.signup()
     response = client.get("/users/me", headers=bearer(tokens["accessToken"]))
     assert response.status_code == 200
@@ -20,6 +20,7 @@ def test_me_returns_the_caller(auth, client):
         "createdAt",
         "emailVerified",
         "mfaEnabled",
+        "hasPassword",
         "iat",
         "exp",
     }
@@ -75,6 +76,7 @@ def test_list_users_returns_a_plain_array(auth, client):
         "createdAt",
         "emailVerified",
         "mfaEnabled",
+        "hasPassword",
         "disabled",
     }
     assert response.json[0]["disabled"] is True
