@@ -173,12 +173,9 @@ FIXED = {
     # the contract lists, so they can be issued again byte for byte.
     "JWT_ENCODE_NBF": False,
     "SQLALCHEMY_TRACK_MODIFICATIONS": False,
-    "RATELIMIT_STRATEGY": "sliding-window-counter",
+    # Limits count in sliding windows (authsvc/slots.py), under keys with this
+    # prefix; while Redis is unreachable each process counts in its memory.
     "RATELIMIT_KEY_PREFIX": "authsvc",
-    # A Redis outage must not turn every signin into a 500: limits then fall
-    # back to each instance's memory, and errors are logged, not raised.
-    "RATELIMIT_SWALLOW_ERRORS": True,
-    "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
     "RATELIMIT_STORAGE_OPTIONS": {"socket_timeout": 1, "socket_connect_timeout": 1},
     "API_TITLE": "authsvc",
     "API_VERSION": "1.0.0",
