@@ -149,11 +149,13 @@ def signin_mfa(body):
     """Finish a signin that asked for a second factor: the mfaToken and a TOTP or recovery code."""
     user_id = challenges.user_of(body["mfa_token"])
     user = db.session.get(User, user_id) if user_id is not None else None
-    if user is None:
+    if user is None or not challenges.count_attempt(body["mfa_token"]):
+        db.session.rollback()
         raise INVALID_MFA_TOKEN
+    # The attempt counts from here on, whatever the code turns out to be.
+    db.session.commit()
     method = totp.use_code(user.id, body["code"])
     if method is None:
-        challenges.count_failure(body["mfa_token"])
         raise refuse_code(401, user.id)
     if not challenges.use_up(body["mfa_token"]):
         db.session.rollback()
