@@ -156,6 +156,9 @@ def _mail_settings(environ):
         "RATELIMIT_RESET_PER_ADDRESS": _rate(
             environ, "RATELIMIT_RESET_PER_ADDRESS", "10 per minute;100 per hour"
         ),
+        "RATELIMIT_EMAIL_CHANGE_PER_USER": _rate(
+            environ, "RATELIMIT_EMAIL_CHANGE_PER_USER", "5 per hour"
+        ),
         "MAIL_RELAY": _flag(environ, "MAIL_RELAY", True),
         "MAIL_POLL_INTERVAL": _integer(environ, "MAIL_POLL_INTERVAL", 30, minimum=1),
         "MAIL_RETRY_BASE": _integer(environ, "MAIL_RETRY_BASE", 60, minimum=1),

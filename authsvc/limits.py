@@ -229,6 +229,11 @@ def limit_email_change(view):
     return limit_current_password(_mails_to(_new_email, deduct_when=_accepted)(view))
 
 
+# Every email change counts, whatever its answer (409 email_taken included),
+# so that a signed-in user cannot test which addresses have accounts.
+limit_email_changes_per_user = named_limit("email_change_per_user", key_func=_user_key)
+
+
 def take_mail_quota(address):
     """Count one mail to an address outside a limited view; tell whether it was within limits.
 
