@@ -16,14 +16,22 @@ from authsvc.extensions import db
 from authsvc.models import TotpFactor, User
 
 EMAIL = "owner@example.com"
+SQUATTER_PASSWORD = "squatters-own-pass-1"
 
 
-def enroll(client, tokens):
+def enroll(client, tokens, password=PASSWORD):
     """Start a TOTP enrollment with a token pair's fresh access token."""
     return client.post(
         "/users/me/mfa/totp",
-        json={"currentPassword": PASSWORD},
+        json={"currentPassword": password},
         headers=bearer(tokens["accessToken"]),
+    )
+
+
+def confirm(client, tokens, code):
+    """Confirm a pending enrollment with a code."""
+    return client.post(
+        "/users/me/mfa/totp/confirm", json={"code": code}, headers=bearer(tokens["accessToken"])
     )
 
 
@@ -59,21 +67,17 @@ def test_a_pending_enrollment_of_an_unverified_address_cannot_be_confirmed(app, 
     with app.app_context():
         secret = totp.start_enrollment(db.session.get(User, tokens["id"]))["secret"]
         db.session.commit()
-    confirmed = client.post(
-        "/users/me/mfa/totp/confirm",
-        json={"code": pyotp.TOTP(secret).now()},
-        headers=bearer(tokens["accessToken"]),
-    )
-    assert outcome(confirmed) == (403, "email_not_verified")
+    assert outcome(confirm(client, tokens, pyotp.TOTP(secret).now())) == (403, "email_not_verified")
     assert (
         client.get("/users/me", headers=bearer(tokens["accessToken"])).json["mfaEnabled"] is False
     )
 
 
-def test_the_owner_resets_the_password_and_signs_in_without_a_factor(app, auth, client):
-    """The pre-registration's enrollment failed, so the owner's reset is all it takes."""
-    squatter = auth.signup(EMAIL, "squatters-own-pass-1")
-    assert outcome(enroll(client, squatter))[0] == 403
+def test_the_owner_resets_the_password_and_is_not_locked_out(app, auth, client):
+    """Whatever the squatter tried (enroll, confirm), the owner's reset is all it takes."""
+    squatter = auth.signup(EMAIL, SQUATTER_PASSWORD)
+    attempt = enroll(client, squatter, SQUATTER_PASSWORD).json
+    confirm(client, squatter, pyotp.TOTP(attempt.get("secret") or pyotp.random_base32()).now())
     with app.app_context():
         token = mailtokens.issue(squatter["id"], "password_reset", EMAIL)
         db.session.commit()
