@@ -14,6 +14,7 @@ from typing import NamedTuple
 from urllib.parse import unquote, urlsplit
 
 import limits
+import sqlalchemy as sa
 
 ENVIRONMENTS = ("development", "testing", "production")
 ALGORITHMS = ("HS256", "EdDSA", "RS256")
@@ -23,6 +24,42 @@ MIN_SECRET_DISTINCT = 10
 MAIL_SCHEMES = {"smtp": 25, "smtp+starttls": 587, "smtps": 465, "console": None}
 # A relying party id: ASCII labels (an internationalised name in its xn-- form).
 DOMAIN_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
+# DATABASE_URL schemes, and the SQLAlchemy driver each means: hosting
+# platforms write PostgreSQL URLs as postgres:// or postgresql://.
+DATABASE_SCHEMES = {
+    "sqlite": "sqlite",
+    "sqlite+pysqlite": "sqlite+pysqlite",
+    "postgres": "postgresql+psycopg",
+    "postgresql": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg",
+}
+# RATELIMIT_STORAGE_URI schemes authsvc's limits can count in (authsvc/slots.py).
+LIMIT_STORAGE_SCHEMES = ("memory", "redis", "rediss", "redis+unix", "redis+sentinel")
+
+# Every environment variable authsvc reads, gunicorn.conf.py's included: the
+# one list the near-miss warning (authsvc/startup.py) compares names with.
+# A new setting joins it here.
+SETTING_NAMES = """
+    ACCESS_LOG ACCESS_TOKEN_TTL AUTHSVC_ENV BCRYPT_ROUNDS CORS_ORIGINS DATABASE_TIMEOUT
+    DATABASE_URL EMAIL_VERIFY_TTL EMAIL_VERIFY_URL FRESH_TOKEN_TTL JWT_ALGORITHM
+    JWT_AUDIENCE JWT_ISSUER JWT_PREVIOUS_SECRET_KEY JWT_SECRET_KEY MAIL_FROM
+    MAIL_GIVE_UP_AFTER MAIL_POLL_INTERVAL MAIL_RELAY MAIL_RETRY_BASE MAIL_RETRY_MAX
+    MAIL_TEMPLATES MAIL_TIMEOUT MAIL_URL MAX_CONTENT_LENGTH MFA_ISSUER MFA_TOKEN_TTL
+    OAUTH_GITHUB_URL OAUTH_PROVIDERS OAUTH_REDIRECT_URLS OAUTH_TIMEOUT PASSWORD_MIN_SCORE
+    PASSWORD_RESET_TTL PASSWORD_RESET_URL PORT PROMETHEUS_MULTIPROC_DIR PUBLIC_URL
+    RATELIMIT_EMAIL_CHANGE_PER_USER RATELIMIT_ENABLED RATELIMIT_INTROSPECT_PER_CLIENT
+    RATELIMIT_MAIL_PER_EMAIL RATELIMIT_MFA_PER_USER RATELIMIT_OAUTH_PER_ADDRESS
+    RATELIMIT_PASSWORD_PER_USER RATELIMIT_REFRESH_PER_SESSION RATELIMIT_RESET_PER_ADDRESS
+    RATELIMIT_SIGNIN_PER_ADDRESS RATELIMIT_SIGNIN_PER_EMAIL RATELIMIT_SIGNUP_PER_ADDRESS
+    RATELIMIT_STORAGE_URI REFRESH_REUSE_GRACE REFRESH_TOKEN_TTL REQUIRE_VERIFIED_EMAIL
+    SESSION_MAX_AGE SESSION_RETENTION TRUSTED_PROXIES WEBAUTHN_ORIGINS WEBAUTHN_RP_ID
+    WEBAUTHN_RP_NAME WEBAUTHN_TIMEOUT WEB_CONCURRENCY
+"""
+SETTINGS = frozenset(SETTING_NAMES.split())
+# Settings of each sign-in provider, OAUTH_<NAME>_<SUFFIX>, for the names in
+# OAUTH_PROVIDERS and the presets.
+PROVIDER_SETTINGS = ("CLIENT_ID", "CLIENT_SECRET", "ISSUER", "SCOPES", "NAME", "TRUST_EMAIL")
+PROVIDER_PRESETS = ("google", "github")
 
 
 class ConfigError(SystemExit):
@@ -75,6 +112,37 @@ def _list(environ, name):
     return [item.strip() for item in environ.get(name, "").split(",") if item.strip()]
 
 
+def database_url(url):
+    """Return a DATABASE_URL as SQLAlchemy opens it (postgres:// means postgresql+psycopg://).
+
+    None stays None: configure_database() then picks the instance folder's SQLite file.
+    """
+    if url is None:
+        return None
+    hint = "sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE"
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        raise ConfigError(f"DATABASE_URL must be a URL such as {hint}") from None
+    driver = DATABASE_SCHEMES.get(parsed.drivername)
+    if driver is None:
+        raise ConfigError(f"DATABASE_URL must be {hint}, not a {parsed.drivername}:// URL")
+    if driver == parsed.drivername:
+        return url
+    return parsed.set(drivername=driver).render_as_string(hide_password=False)
+
+
+def _limit_storage(environ):
+    """Read RATELIMIT_STORAGE_URI: memory:// or a Redis URL."""
+    value = environ.get("RATELIMIT_STORAGE_URI") or "memory://"
+    if urlsplit(value).scheme not in LIMIT_STORAGE_SCHEMES:
+        scheme = urlsplit(value).scheme or "bare"
+        raise ConfigError(
+            f"RATELIMIT_STORAGE_URI must be memory:// or redis://HOST:PORT/DB, not a {scheme} URL"
+        )
+    return value
+
+
 def _choice(environ, name, default, choices):
     """Read a setting that must be one of a few words."""
     value = environ.get(name) or default
@@ -94,7 +162,7 @@ def from_environment(environ=os.environ):
     return {
         "AUTHSVC_ENV": env,
         "TESTING": testing,
-        "SQLALCHEMY_DATABASE_URI": environ.get("DATABASE_URL") or None,
+        "SQLALCHEMY_DATABASE_URI": database_url(environ.get("DATABASE_URL") or None),
         "DATABASE_TIMEOUT": _integer(environ, "DATABASE_TIMEOUT", 5, minimum=1),
         "JWT_SECRET_KEY": environ.get("JWT_SECRET_KEY") or None,
         "JWT_PREVIOUS_SECRET_KEY": environ.get("JWT_PREVIOUS_SECRET_KEY") or None,
@@ -114,7 +182,7 @@ def from_environment(environ=os.environ):
         "MAX_CONTENT_LENGTH": _integer(environ, "MAX_CONTENT_LENGTH", 16384, 1),
         "PASSWORD_MIN_SCORE": _integer(environ, "PASSWORD_MIN_SCORE", 2, 0, 4),
         "RATELIMIT_ENABLED": _flag(environ, "RATELIMIT_ENABLED", True),
-        "RATELIMIT_STORAGE_URI": environ.get("RATELIMIT_STORAGE_URI") or "memory://",
+        "RATELIMIT_STORAGE_URI": _limit_storage(environ),
         "RATELIMIT_SIGNIN_PER_ADDRESS": _rate(
             environ, "RATELIMIT_SIGNIN_PER_ADDRESS", "30 per minute;300 per hour"
         ),
@@ -172,6 +240,9 @@ def _mail_settings(environ):
         "RATELIMIT_RESET_PER_ADDRESS": _rate(
             environ, "RATELIMIT_RESET_PER_ADDRESS", "10 per minute;100 per hour"
         ),
+        "RATELIMIT_EMAIL_CHANGE_PER_USER": _rate(
+            environ, "RATELIMIT_EMAIL_CHANGE_PER_USER", "5 per hour"
+        ),
         "MAIL_RELAY": _flag(environ, "MAIL_RELAY", True),
         "MAIL_POLL_INTERVAL": _integer(environ, "MAIL_POLL_INTERVAL", 30, minimum=1),
         "MAIL_RETRY_BASE": _integer(environ, "MAIL_RETRY_BASE", 60, minimum=1),
@@ -213,12 +284,9 @@ FIXED = {
     # the contract lists, so they can be issued again byte for byte.
     "JWT_ENCODE_NBF": False,
     "SQLALCHEMY_TRACK_MODIFICATIONS": False,
-    "RATELIMIT_STRATEGY": "sliding-window-counter",
+    # Limits count in sliding windows (authsvc/slots.py), under keys with this
+    # prefix; while Redis is unreachable each process counts in its memory.
     "RATELIMIT_KEY_PREFIX": "authsvc",
-    # A Redis outage must not turn every signin into a 500: limits then fall
-    # back to each instance's memory, and errors are logged, not raised.
-    "RATELIMIT_SWALLOW_ERRORS": True,
-    "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
     "RATELIMIT_STORAGE_OPTIONS": {"socket_timeout": 1, "socket_connect_timeout": 1},
     "API_TITLE": "authsvc",
     "API_VERSION": "1.0.0",

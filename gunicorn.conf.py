@@ -51,6 +51,13 @@ accesslog = None
 # first one's exit deletes it under the second. authsvc is driven by signals
 # (HUP, TERM, TTIN, TTOU), so the socket is off.
 control_socket_disable = True
+# Which forwarded headers count is TRUSTED_PROXIES's decision alone (ProxyFix,
+# in the app): gunicorn itself believes none, from any address or socket.
+# By default it would let a client on 127.0.0.1 (or on a Unix socket, always)
+# make a request https with X-Forwarded-Proto, and set SCRIPT_NAME.
+forwarded_allow_ips = ""
+secure_scheme_headers = {}
+forwarder_headers = ""
 # The longest request line gunicorn allows (its default is 4094): a long but
 # well-formed URL reaches the app and gets its 404 problem, not a 414 page.
 limit_request_line = 8190

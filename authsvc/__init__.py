@@ -7,6 +7,7 @@ import sqlalchemy as sa
 from flask import Flask
 
 import config
+from authsvc import startup
 from authsvc.commands import register_commands
 from authsvc.errors import ProblemApi, register_errorhandlers
 from authsvc.extensions import db, jwt
@@ -22,7 +23,12 @@ def create_app(overrides=None, with_cli=True):
 
     The app gunicorn serves (wsgi.py) is made without its CLI: the `flask`
     commands, and Alembic behind `flask db`, stay out of the workers' memory.
+    Made from the environment alone, as gunicorn and the `flask` CLI make it,
+    it also warns of misspelt settings and stops if its database does not exist.
     """
+    starting = overrides is None
+    if starting:
+        startup.warn_of_near_misses(os.environ)
     app = Flask(__name__, instance_relative_config=True, static_folder=None)
     app.config.update(config.FIXED)
     app.config.update(config.from_environment())
@@ -40,6 +46,8 @@ def create_app(overrides=None, with_cli=True):
     register_hooks(app)
     if with_cli:
         register_commands(app)
+    if starting:
+        startup.check_database(app)
     return app
 
 

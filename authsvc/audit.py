@@ -1,5 +1,7 @@
 """The audit trail: one auth_events row per thing that happened to an account."""
 
+import contextlib
+
 from flask import g, has_request_context, request
 
 from authsvc.extensions import db
@@ -72,8 +74,15 @@ def client_address():
 
 
 def client_agent():
-    """Return the printable part of the User-Agent, at most 512 characters."""
-    agent = "".join(c for c in request.user_agent.string if c.isprintable())
+    """Return the printable part of the User-Agent as the client sent it, at most 512 characters.
+
+    WSGI hands headers over decoded as Latin-1; bytes that form valid UTF-8
+    (what clients send) are decoded as such, so "é" stays "é", not "Ã©".
+    """
+    agent = request.user_agent.string
+    with contextlib.suppress(UnicodeError):  # not UTF-8: the Latin-1 reading stays
+        agent = agent.encode("latin-1").decode("utf-8")
+    agent = "".join(c for c in agent if c.isprintable())
     return agent[:512] or None
 
 

@@ -2,9 +2,12 @@
 
 The right password at /auth/signin opens a challenge and answers its
 mfaToken: random, stored only as a SHA-256 digest, bound to its user, live
-for MFA_TOKEN_TTL seconds and until MAX_FAILURES wrong codes. It is used up
-by one conditional UPDATE in the transaction that opens the session, so of
-two concurrent uses exactly one wins.
+for MFA_TOKEN_TTL seconds and for MAX_FAILURES codes. Each code is counted
+against the token before it is checked, by one conditional UPDATE that
+only a token with a count to spare passes (so of 50 codes sent at once, at
+most MAX_FAILURES are checked); the right code uses the token up, by one
+conditional UPDATE in the transaction that opens the session, so of two
+concurrent uses exactly one wins.
 """
 
 import secrets
@@ -22,14 +25,18 @@ MAX_FAILURES = 5
 challenges = MfaChallenge.__table__
 
 
-def _live_challenge(token):
-    """Return the condition 'this mfaToken is unused, unexpired and not worn out'."""
+def _unused(token):
+    """Return the condition 'this mfaToken is unused and unexpired'."""
     return sa.and_(
         challenges.c.token_digest == digest(token),
         challenges.c.used_at.is_(None),
         challenges.c.expires_at > utcnow(),
-        challenges.c.failures < MAX_FAILURES,
     )
+
+
+def _live_challenge(token):
+    """Return the condition 'this mfaToken is unused, unexpired and has codes to spare'."""
+    return sa.and_(_unused(token), challenges.c.failures < MAX_FAILURES)
 
 
 def open_challenge(user_id, amr="pwd"):
@@ -83,18 +90,23 @@ def first_factor_of(token):
     return (row.amr or "pwd").split() if row is not None else None
 
 
-def count_failure(token):
-    """Count a wrong code against an mfaToken; the fifth kills it."""
-    db.session.execute(
+def count_attempt(token):
+    """Count a code against an mfaToken before it is checked; tell whether the token had one left.
+
+    One conditional UPDATE: of any number of codes sent at once, at most
+    MAX_FAILURES find a row to count on. The fifth counted code may still
+    be right (use_up() takes a token whatever its count); after it, none is
+    checked.
+    """
+    counted = db.session.execute(
         challenges.update().where(_live_challenge(token)).values(failures=challenges.c.failures + 1)
     )
+    return counted.rowcount == 1
 
 
 def use_up(token):
-    """Use an mfaToken up; return whether it was still live (of two racers, one wins)."""
-    result = db.session.execute(
-        challenges.update().where(_live_challenge(token)).values(used_at=utcnow())
-    )
+    """Use an mfaToken whose code was right; return whether it was still unused (of two, one)."""
+    result = db.session.execute(challenges.update().where(_unused(token)).values(used_at=utcnow()))
     return result.rowcount == 1
 
 

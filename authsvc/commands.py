@@ -45,6 +45,17 @@ class CommandGroup(AppGroup):
             raise click.ClickException(f"the database is unavailable: {describe(error)}") from None
 
 
+def with_one_line_errors(group):
+    """Return a click group as a CommandGroup: the same commands, its database failures one line."""
+    return CommandGroup(
+        group.name,
+        commands=group.commands,
+        callback=group.callback,
+        params=group.params,
+        help=group.help,
+    )
+
+
 users_cli = CommandGroup("users", help="Manage user accounts.")
 
 
@@ -379,6 +390,7 @@ def register_commands(app):
     from flask_migrate import Migrate
 
     Migrate(app, db, render_as_batch=True)
+    app.cli.add_command(with_one_line_errors(app.cli.commands["db"]))
     app.cli.add_command(users_cli)
     app.cli.add_command(sessions_cli)
     app.cli.add_command(keys_cli)

@@ -6,8 +6,6 @@ import flask_jwt_extended
 import jwt as pyjwt
 import sqlalchemy as sa
 from flask import current_app
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import DeclarativeBase
 
@@ -102,4 +100,3 @@ def _within_lifetime(claims):
 
 db = SQLAlchemy(model_class=Base)
 jwt = JWTManager()
-limiter = Limiter(key_func=get_remote_address)

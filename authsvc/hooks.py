@@ -104,6 +104,12 @@ def add_security_headers(response):
     return response
 
 
+def vary_by_origin(response):
+    """Tell caches that the answer depends on Origin (CORS is on)."""
+    response.vary.add("Origin")
+    return response
+
+
 def register_hooks(app):
     """Install the per-request hooks, proxy trust and CORS."""
     app.before_request(assign_request_id)
@@ -116,10 +122,15 @@ def register_hooks(app):
         # Only then is X-Forwarded-For believed, and only that many hops of it.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)
     if app.config["CORS_ORIGINS"]:
+        # Access-Control-Allow-Origin only for a listed Origin, never without
+        # one; and Vary: Origin on every answer, since each may differ by it.
         CORS(
             app,
             origins=app.config["CORS_ORIGINS"],
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             expose_headers=["Link", "Retry-After", "WWW-Authenticate", "X-Request-ID"],
             max_age=600,
+            always_send=False,
+            vary_header=False,
         )
+        app.after_request(vary_by_origin)

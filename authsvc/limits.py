@@ -6,36 +6,26 @@ failures count, so the real user signing in is never what fills a bucket.
 Likewise wrong current passwords and wrong second-factor codes are counted
 per user, each in one bucket shared by every endpoint that checks them.
 
-A refusal costs the database nothing: it is counted in /metrics
-(`authsvc_rate_limited_total` by the limit's name), and only the first
-refusal of a key in each window of a limit writes an audit row, the one
-`rate_limited` event of that breach. A marker in the limiter's own storage
-(memory, or Redis shared by every instance), kept for the window's length,
-tells the first refusal from the others.
+An attempt is counted before it is checked: a limited view runs only once
+it holds a slot of its limit (slots.py takes it atomically, in Redis or in
+memory), and where only failures count, a success gives its slot back. So
+however many requests arrive at once, no more are checked than the limit's
+count. See docs/limits.md.
+
+A refusal is answered by refusals.py.
 """
 
 import functools
 import hashlib
-import logging
-import time
 
 import limits
-from flask import current_app, g, request
+from flask import after_this_request, current_app, g, request
 from flask_jwt_extended import get_current_user, get_jwt
-from flask_limiter.errors import RateLimitExceeded
 from flask_limiter.util import get_remote_address
-from sqlalchemy.exc import SQLAlchemyError
 
-from authsvc import audit, challenges
-from authsvc.errors import problem
-from authsvc.extensions import db, limiter
-from authsvc.outages import describe, in_trouble, log_unavailable, roll_back
-from authsvc.telemetry import count_refusal
-
-
-def _setting(name):
-    """Return a limit string from config, read when the limit is checked."""
-    return lambda: current_app.config[name]
+from authsvc import challenges
+from authsvc.refusals import LimitReached, rate_limited
+from authsvc.slots import Slots
 
 
 def _failed(response):
@@ -93,10 +83,10 @@ def _caller_mfa_key():
 def _mfa_token_key():
     """Key a second-factor signin by the user its (already validated) mfaToken names.
 
-    A token that names nobody gets one shared key; its answer is never a
-    wrong code, so that bucket never fills.
+    A token that names nobody is answered without checking any code: no limit applies.
     """
-    return f"mfa-user:{challenges.user_of(request.get_json()['mfaToken'])}"
+    user_id = challenges.user_of(request.get_json()["mfaToken"])
+    return None if user_id is None else f"mfa-user:{user_id}"
 
 
 def _session_key():
@@ -104,20 +94,78 @@ def _session_key():
     return "session:" + get_jwt()["sid"]
 
 
-def _note_breach(name, breached):
-    """Remember which limit refused this request (Flask-Limiter's on_breach callback)."""
-    g.breached_limit = name
+@functools.cache
+def _items(rate):
+    """Return the rate items of a limit string, the shortest window first."""
+    return tuple(sorted(limits.parse_many(rate), key=lambda item: item.get_expiry()))
 
 
-def named_limit(name, shared_scope=None, **options):
-    """Return a limit whose rate is the setting RATELIMIT_<NAME>, counted in /metrics as `name`.
+def _slots():
+    """Return the app's slots (its limit storage, with memory as the fallback)."""
+    return current_app.extensions["authsvc-slots"]
 
-    With a `shared_scope`, one bucket serves every endpoint the limit guards.
+
+def take_slots(name, rate, key, scope):
+    """Take a slot of every item of a rate, or none: raise LimitReached when one is full."""
+    slots, identifiers = _slots(), (current_app.config["RATELIMIT_KEY_PREFIX"], key, scope)
+    taken = []
+    for item in _items(rate):
+        slot = slots.take(item, *identifiers)
+        if slot is None:
+            for earlier in taken:
+                slots.give_back(earlier)
+            raise LimitReached(name, item, identifiers)
+        taken.append(slot)
+    return taken
+
+
+def _settle(response):
+    """Give back the slots this request holds that its answer says must not count.
+
+    A 429 gives back every slot: the request was never checked.
     """
-    rate, on_breach = _setting(f"RATELIMIT_{name.upper()}"), functools.partial(_note_breach, name)
-    if shared_scope:
-        return limiter.shared_limit(rate, shared_scope, on_breach=on_breach, **options)
-    return limiter.limit(rate, on_breach=on_breach, **options)
+    refused = g.get("limit_refused", False)
+    for slots_of_limit, counts in g.pop("held_slots", []):
+        if refused or (counts is not None and not counts(response)):
+            for slot in slots_of_limit:
+                _slots().give_back(slot)
+    return response
+
+
+def hold(name, key, scope, counts=None):
+    """Hold a slot of limit `name` for this request, until its answer says whether it counts."""
+    taken = take_slots(name, current_app.config[f"RATELIMIT_{name.upper()}"], key, scope)
+    if "held_slots" not in g:
+        g.held_slots = []
+        after_this_request(_settle)
+    g.held_slots.append((taken, counts))
+
+
+def named_limit(name, shared_scope=None, key_func=get_remote_address, deduct_when=None):
+    """Return a decorator limiting a view by the setting RATELIMIT_<NAME>, named `name` in /metrics.
+
+    The view runs only once it holds a slot of the limit, for the key
+    key_func() returns (None: the limit does not apply). With `deduct_when`,
+    a predicate of the response, an answer it calls False gives the slot
+    back (a success, where only failures count). With a `shared_scope`, one
+    bucket serves every endpoint the limit guards.
+    """
+
+    def decorate(view):
+        """Wrap a view in the limit."""
+
+        @functools.wraps(view)
+        def limited(*args, **kwargs):
+            """Take a slot, then run the view."""
+            if current_app.config["RATELIMIT_ENABLED"]:
+                key = key_func()
+                if key:
+                    hold(name, key, shared_scope or request.endpoint, deduct_when)
+            return view(*args, **kwargs)
+
+        return limited
+
+    return decorate
 
 
 def limit_signin(view):
@@ -193,91 +241,33 @@ def limit_email_change(view):
     return limit_current_password(_mails_to(_new_email, deduct_when=_accepted)(view))
 
 
+# Every email change counts, whatever its answer (409 email_taken included),
+# so that a signed-in user cannot test which addresses have accounts.
+limit_email_changes_per_user = named_limit("email_change_per_user", key_func=_user_key)
+
+
 def take_mail_quota(address):
     """Count one mail to an address outside a limited view; tell whether it was within limits.
 
     Signin mails a new verification link to an unverified account under
     REQUIRE_VERIFIED_EMAIL=1; this counts it in the same bucket as the
-    endpoints above (Flask-Limiter's shared-limit key: prefix, key, scope).
+    endpoints above (prefix, key, scope), and it is never given back.
     """
     config = current_app.config
     if not config["RATELIMIT_ENABLED"]:
         return True
-    items = limits.parse_many(config["RATELIMIT_MAIL_PER_EMAIL"])
-    key = (config["RATELIMIT_KEY_PREFIX"], _email_key(address), MAIL_SCOPE)
+    rate = config["RATELIMIT_MAIL_PER_EMAIL"]
     try:
-        strategy = limiter.limiter
-        if not all(strategy.test(item, *key) for item in items):
-            return False
-        for item in items:
-            strategy.hit(item, *key)
-    except Exception as error:  # the storage is down: as the decorators, let it through
-        logging.getLogger(__name__).error("mail quota unavailable: %s", type(error).__name__)
+        take_slots("mail_per_email", rate, _email_key(address), MAIL_SCOPE)
+    except LimitReached:
+        return False
     return True
 
 
-def _retry_after():
-    """Return the whole seconds until the breached limit lets requests through."""
-    current = limiter.current_limit
-    reset_at = current.reset_at if current else time.time() + 60
-    return str(max(1, int(reset_at - time.time()) + 1))
-
-
-def _first_refusal_in_window():
-    """Tell whether this refusal is the first of its key in this window of the breached limit.
-
-    The marker lives in the limiter's storage as long as the window; of two
-    refusals racing to set it, one sees 1. Reading it first spares the
-    others a write (and memory storage the timer thread each write wakes).
-    When the storage fails, nothing is audited rather than every refusal.
-    """
-    breached = limiter.current_limit
-    if breached is None:
-        return False
-    marker, storage = f"breach/{breached.key}", limiter.limiter.storage
-    try:
-        return not storage.get(marker) and storage.incr(marker, breached.limit.get_expiry()) == 1
-    except Exception:
-        return False
-
-
-def _audit_breach():
-    """Write the breach's one audit row; a database in trouble loses the row, never the 429."""
-    caller = g.get("session_row")
-    roll_back()
-    try:
-        if caller is None:
-            audit.record("rate_limited")
-        else:
-            audit.record("rate_limited", caller.id, caller.session_id)
-        db.session.commit()
-    except SQLAlchemyError as error:
-        if not in_trouble(error):
-            raise
-        roll_back()
-        log_unavailable(describe(error))
-
-
-def rate_limited(error):
-    """Answer a breached limit with 429 and Retry-After; count it, and audit the breach once."""
-    count_refusal(g.get("breached_limit") or request.endpoint or "unmatched")
-    if _first_refusal_in_window():
-        _audit_breach()
-    return problem(
-        429,
-        "rate_limited",
-        "Too many requests; try again after the time in Retry-After.",
-        {"Retry-After": _retry_after()},
-    )
-
-
 def register_rate_limits(app):
-    """Bind the limiter and answer its refusals as problems."""
-    limiter.init_app(app)
-    # Every authsvc limit is a decorator, which checks itself when its view
-    # runs; with no default or application-wide limits, the check the
-    # limiter also runs before every request finds nothing, at a cost.
-    before = app.before_request_funcs.get(None, [])
-    if limiter._check_request_limit in before:
-        before.remove(limiter._check_request_limit)
-    app.register_error_handler(RateLimitExceeded, rate_limited)
+    """Open the limits' storage (connecting when first used), and answer refusals with 429."""
+    config = app.config
+    app.extensions["authsvc-slots"] = Slots(
+        config["RATELIMIT_STORAGE_URI"], config["RATELIMIT_STORAGE_OPTIONS"]
+    )
+    app.register_error_handler(LimitReached, rate_limited)

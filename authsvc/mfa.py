@@ -7,7 +7,7 @@ at /auth/signin/mfa it is 401, like a wrong password at /auth/signin.
 
 from flask_jwt_extended import current_user
 
-from authsvc import audit, challenges, gate, totp
+from authsvc import accounts, audit, challenges, gate, totp
 from authsvc.bearer import token_required
 from authsvc.errors import Problem
 from authsvc.extensions import db
@@ -40,9 +40,14 @@ def refuse_code(status, user_id, session_id=None):
     return Problem(status, "invalid_mfa_code", "The code is wrong, or was used already.")
 
 
-def caller_with_password(password):
-    """Return the caller's user row if this is their current password; else answer 403."""
+def caller_with_password(password, verified=False):
+    """Return the caller's user row if this is their current password; else answer 403.
+
+    With `verified`, an address never verified is refused first (403 email_not_verified).
+    """
     user = db.session.get(User, current_user.id)
+    if verified:
+        accounts.refuse_unverified(user)
     if not verify_password(password, user.password_hash):
         audit.record("mfa_password_failed", user.id, current_user.session_id)
         db.session.commit()
@@ -60,10 +65,15 @@ def caller_with_password(password):
 @bp.arguments(CurrentPasswordSchema)
 @limit_current_password
 def enroll(body):
-    """Start a TOTP enrollment: a new secret, pending until a code confirms it."""
+    """Start a TOTP enrollment: a new secret, pending until a code confirms it.
+
+    Only for a verified address: an unverified account may be someone's
+    pre-registration of another person's address, whose owner a second factor
+    would lock out after they reset the password.
+    """
     if current_user.mfa_enabled:
         raise totp.MFA_ALREADY_ENABLED
-    user = caller_with_password(body["current_password"])
+    user = caller_with_password(body["current_password"], verified=True)
     enrollment = totp.start_enrollment(user)
     if enrollment is None:
         db.session.rollback()
@@ -83,7 +93,8 @@ def enroll(body):
 @bp.arguments(CodeSchema)
 @limit_mfa_codes
 def confirm(body):
-    """Turn MFA on with a code of the pending secret; end every other session."""
+    """Turn MFA on with a code of the pending secret; end every other session (verified only)."""
+    accounts.refuse_unverified(db.session.get(User, current_user.id))
     codes = totp.confirm_enrollment(current_user.id, body["code"])
     if codes is None:
         raise refuse_code(403, current_user.id, current_user.session_id)
@@ -149,11 +160,13 @@ def signin_mfa(body):
     """Finish a signin that asked for a second factor: the mfaToken and a TOTP or recovery code."""
     user_id = challenges.user_of(body["mfa_token"])
     user = db.session.get(User, user_id) if user_id is not None else None
-    if user is None:
+    if user is None or not challenges.count_attempt(body["mfa_token"]):
+        db.session.rollback()
         raise INVALID_MFA_TOKEN
+    # The attempt counts from here on, whatever the code turns out to be.
+    db.session.commit()
     method = totp.use_code(user.id, body["code"])
     if method is None:
-        challenges.count_failure(body["mfa_token"])
         raise refuse_code(401, user.id)
     if not challenges.use_up(body["mfa_token"]):
         db.session.rollback()

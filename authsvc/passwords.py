@@ -68,11 +68,11 @@ def refuse_weak_password(password, email, field="password"):
     )
     if result["score"] >= current_app.config["PASSWORD_MIN_SCORE"]:
         return
-    reason = result["feedback"]["warning"] or "This password is too easy to guess."
+    warning = result["feedback"]["warning"]
     hints = " ".join(result["feedback"]["suggestions"])
     raise Problem(
         422,
         "weak_password",
-        f"The password is too easy to guess. {reason}".strip(),
-        errors={field: [f"{reason} {hints}".strip()]},
+        f"The password is too easy to guess. {warning}".strip(),
+        errors={field: [f"{warning or 'This password is too easy to guess.'} {hints}".strip()]},
     )

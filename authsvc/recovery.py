@@ -14,6 +14,7 @@ from authsvc.errors import Problem
 from authsvc.extensions import db
 from authsvc.limits import (
     limit_email_change,
+    limit_email_changes_per_user,
     limit_reset_request,
     limit_verification_resend,
 )
@@ -110,6 +111,7 @@ def resend_verification():
 @bp.alt_response(429, response="TOO_MANY_REQUESTS")
 @bp.alt_response(503, response="SERVICE_UNAVAILABLE")
 @token_required()
+@limit_email_changes_per_user
 @bp.arguments(EmailChangeSchema)
 @limit_email_change
 def request_email_change(body):

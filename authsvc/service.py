@@ -64,4 +64,5 @@ def jwks():
 )
 def metrics():
     """Return request counts, latencies and auth events in the Prometheus text format."""
-    return Response(metrics_exposition(), mimetype=CONTENT_TYPE_LATEST)
+    # content_type, not mimetype: Werkzeug would add a second charset.
+    return Response(metrics_exposition(), content_type=CONTENT_TYPE_LATEST)

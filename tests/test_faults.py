@@ -8,6 +8,8 @@ loses nothing it acknowledged.
 import contextlib
 import json
 import logging
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -16,10 +18,10 @@ from collections import Counter
 import pytest
 import requests
 import sqlalchemy as sa
-from conftest import PASSWORD, bearer, postgres_database, settings
+from conftest import PASSWORD, POSTGRES_URL, bearer, postgres_database, settings
 from faults import fill, private_postgres, resize, small_disk
 from flask_migrate import upgrade
-from live import flask_cli, gunicorn, migrated, service_environment
+from live import ROOT, flask_cli, free_port, gunicorn, migrated, service_environment
 from prometheus_client.parser import text_string_to_metric_families
 
 from authsvc import create_app, relay
@@ -350,28 +352,60 @@ def test_refresh_whose_commit_failed_leaves_the_old_token_working(shared_postgre
     assert client.post("/auth/refresh", headers=bearer(tokens["refreshToken"])).status_code == 200
 
 
-def test_misnamed_database_is_503_with_one_log_line_each(shared_postgres, tmp_path):
-    """A DATABASE_URL naming no database: 503s with one line each, /healthz 200, CLI one line."""
+def test_misnamed_database_stops_start_up_with_one_line(shared_postgres, tmp_path):
+    """A DATABASE_URL naming no database: gunicorn and the CLI stop with one line naming it."""
     misnamed = sa.make_url(shared_postgres).set(database="no_such_database")
     env = service_environment(tmp_path, DATABASE_URL=misnamed.render_as_string(False))
+    command = [sys.executable, "-m", "gunicorn", "wsgi:app", "--bind", f"127.0.0.1:{free_port()}"]
+    started = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    named = [line for line in started.stderr.splitlines() if "no_such_database" in line]
+    assert started.returncode != 0 and "Traceback" not in started.stderr
+    assert len(named) == 1 and "DATABASE_URL" in named[0]
+    listed = flask_cli(env, "users", "list")
+    assert listed.returncode == 1 and "Traceback" not in listed.stderr
+    assert len(listed.stderr.strip().splitlines()) == 1 and "DATABASE_URL" in listed.stderr
+
+
+@contextlib.contextmanager
+def droppable_database():
+    """Create a database on the shared server; yield its name and a function that drops it."""
+    name = f"authsvc_dropped_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+
+    def execute(statement):
+        """Run one statement as the server's admin."""
+        with admin.connect() as connection:
+            connection.exec_driver_sql(statement)
+
+    execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield name, lambda: execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+def test_database_dropped_while_serving_is_503_with_one_log_line_each(shared_postgres, tmp_path):
+    """The database gone from under the service: 503s with one line each, /healthz 200."""
     body = {"email": "nobody@example.com", "password": PASSWORD}
-    log = tmp_path / "gunicorn.log"
-    with gunicorn(env, log_path=log) as url:
-        assert requests.get(f"{url}/healthz").status_code == 200
-        answers = [
-            requests.post(f"{url}/auth/signin", json=body),
-            requests.post(f"{url}/auth/signup", json=body),
-            requests.get(f"{url}/readyz"),
-        ]
-    lines = log.read_text().splitlines()
+    with droppable_database() as (name, drop):
+        url = sa.make_url(POSTGRES_URL).set(database=name).render_as_string(False)
+        env, log = service_environment(tmp_path, DATABASE_URL=url), tmp_path / "gunicorn.log"
+        migrated(env)
+        with gunicorn(env, log_path=log) as url:
+            drop()
+            assert requests.get(f"{url}/healthz").status_code == 200
+            answers = [
+                requests.post(f"{url}/auth/signin", json=body),
+                requests.post(f"{url}/auth/signup", json=body),
+                requests.get(f"{url}/readyz"),
+            ]
     for answer in answers:
         assert answer.status_code == 503 and answer.json()["code"] == "database_unavailable"
         assert answer.headers["Retry-After"]
-    warnings = [line for line in lines if "no_such_database" in line]
-    assert len(warnings) == 3 and not [line for line in lines if "Traceback" in line]
-    listed = flask_cli(env, "users", "list")
-    assert listed.returncode == 1 and "Traceback" not in listed.stderr
-    assert listed.stderr.strip().startswith("Error: the database is unavailable")
+    lines = log.read_text().splitlines()
+    assert len([line for line in lines if name in line]) == 3
+    assert not [line for line in lines if "Traceback" in line]
 
 
 def test_database_not_needed_for_healthz(tmp_path):

@@ -51,9 +51,17 @@ def app(served):
 
 
 @pytest.fixture
-def keys(auth, client):
-    """Sign up a user and sign in an admin; give cases their tokens and the client."""
-    return SimpleNamespace(user=auth.signup(EMAIL), admin=auth.admin(), client=client)
+def keys(app, auth, client):
+    """Sign up a user and sign in an admin; give cases their tokens and the client.
+
+    The admin's address is verified, as the CLI makes admins: enrolling a second factor needs it.
+    """
+    admin_id = auth.create_user("admin@example.com", role="admin")
+    with app.app_context():
+        db.session.execute(sa.update(User).where(User.id == admin_id).values(email_verified=True))
+        db.session.commit()
+    admin = auth.signin("admin@example.com")
+    return SimpleNamespace(user=auth.signup(EMAIL), admin=admin, client=client)
 
 
 def snapshot(app):

@@ -15,7 +15,7 @@ import jwt
 import pyotp
 import pytest
 import sqlalchemy as sa
-from conftest import PASSWORD, TEST_SECRET, bearer, empty_database, settings
+from conftest import PASSWORD, TEST_SECRET, AuthActions, bearer, empty_database, settings
 from mailer import mails_to
 
 from authsvc import challenges, create_app, relay, totp
@@ -40,6 +40,38 @@ class Clock:
     def code(self, secret, steps=0):
         """Return the code an authenticator shows now, or `steps` steps away."""
         return pyotp.TOTP(secret).at(self.now + 30 * steps)
+
+
+class VerifiedAuthActions(AuthActions):
+    """The sign-up helper, whose users have verified addresses: enrolling needs one."""
+
+    def signup(self, email=EMAIL, password=PASSWORD):
+        """Sign up through the API, then verify the address as the mailed link would."""
+        tokens = super().signup(email, password)
+        self.verify(tokens["id"])
+        return tokens
+
+    def create_user(self, email=EMAIL, role="user", disabled=False):
+        """Insert a user with the test password and a verified address."""
+        return self.verify(super().create_user(email, role, disabled))
+
+    def verify(self, user_id):
+        """Mark a user's address verified; return the id."""
+        return verify_address(self._app, user_id)
+
+
+def verify_address(app, user_id):
+    """Mark a user's address verified, as following the mailed link would; return the id."""
+    with app.app_context():
+        db.session.execute(sa.update(User).where(User.id == user_id).values(email_verified=True))
+        db.session.commit()
+    return user_id
+
+
+@pytest.fixture
+def auth(app, client, password_hash):
+    """Return the sign-up and sign-in helper; its users' addresses are verified."""
+    return VerifiedAuthActions(app, client, password_hash)
 
 
 @pytest.fixture
@@ -185,6 +217,7 @@ def test_issuer_and_mfa_token_lifetime_are_settings(app, database_url):
     custom = create_app(settings(database_url, MFA_ISSUER="Example Inc", MFA_TOKEN_TTL=60))
     client = custom.test_client()
     tokens = post(client, "/auth/signup", {"email": EMAIL, "password": PASSWORD}).json
+    verify_address(custom, tokens["id"])
     uri = enroll(client, tokens).json["otpauthUri"]
     assert uri.startswith("otpauth://totp/Example%20Inc:user%40example.com?")
     assert uri.endswith("&issuer=Example%20Inc")
@@ -772,6 +805,7 @@ def turn_on(mailing, clock):
     """Sign up and turn MFA on through the mailing app; return the secret and recovery codes."""
     client = mailing.client
     tokens = client.post("/auth/signup", json={"email": EMAIL, "password": PASSWORD}).json
+    verify_address(mailing.app, tokens["id"])
     secret = enroll(client, tokens).json["secret"]
     codes = confirm(client, tokens, clock.code(secret)).json["recoveryCodes"]
     clock.tick()
