@@ -52,7 +52,7 @@ def _well_formed(claims):
     return shaped and claims.get("type") == "refresh"
 
 
-def _reading_engine():
+def reading_engine():
     """Return the engine the revocation check reads through.
 
     A plain Core connection, not the ORM session: on the hot path the
@@ -68,11 +68,11 @@ def _reading_engine():
     return engine
 
 
-def _open_session_row(claims):
+def open_session_row(claims):
     """Return the open session and live user a token names, or None."""
     if not _well_formed(claims):
         return None
-    with _reading_engine().connect() as connection:
+    with reading_engine().connect() as connection:
         row = connection.execute(SESSION_CHECK, {"sid": claims["sid"]}).first()
     if (
         row is None
@@ -92,7 +92,7 @@ def token_is_revoked(jwt_header, claims):
     A refresh token of the session that is neither current nor a retry within
     the grace window is reuse: the session is closed before refusing.
     """
-    row = _open_session_row(claims)
+    row = open_session_row(claims)
     if row is None:
         return True
     if claims["type"] == "refresh" and not _current_or_retry(row):
