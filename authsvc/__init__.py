@@ -96,7 +96,7 @@ def register_extensions(app):
 
 def register_blueprints(app):
     """Register the API's blueprints, documented in one spec, /docs and the two HTML pages."""
-    from authsvc import auth, docs, mfa, pages, recovery, service, users
+    from authsvc import auth, docs, introspection, mfa, pages, recovery, service, users
 
     # flask-smorest keeps one app's spec on its Api object, so each app gets
     # its own rather than sharing a module-level instance.
@@ -104,7 +104,8 @@ def register_blueprints(app):
     api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     )
-    for module in (auth, mfa, users, recovery, service):
+    api.spec.components.security_scheme("basicAuth", {"type": "http", "scheme": "basic"})
+    for module in (auth, mfa, users, recovery, introspection, service):
         api.register_blueprint(module.bp)
     # Plain Flask: /docs and the pages are not API, so they stay out of the OpenAPI document.
     app.register_blueprint(docs.bp)
