@@ -102,15 +102,35 @@ def delete_client(client_id):
         raise ClientError(f"no client with id {client_id!r}")
 
 
-def authenticate(client_id, secret):
-    """Tell whether a client id and secret are a registered client's.
+def lookup_id(client_id):
+    """Return a presented client id to look up: itself if well formed, else one no client has.
 
-    An unknown or malformed id costs the same query and comparison as a
-    known one. The read goes through the revocation check's plain Core
-    connection: it runs on every introspection request.
+    A malformed id (a NUL byte, say, which PostgreSQL refuses in text) then
+    costs the same query as an unknown one.
     """
-    lookup = client_id if CLIENT_ID.fullmatch(client_id) else ""
+    return client_id if CLIENT_ID.fullmatch(client_id) else ""
+
+
+def stored_digest(client_id):
+    """Return a client's stored secret digest, or None: one query by primary key.
+
+    It goes through the revocation check's plain Core connection, as it runs
+    on introspection requests.
+    """
     with reading_engine().connect() as connection:
-        stored = connection.execute(DIGEST_OF, {"client_id": lookup}).scalar()
-    matches = hmac.compare_digest(stored or NO_SUCH_DIGEST, secret_digest(secret))
-    return stored is not None and matches
+        return connection.execute(DIGEST_OF, {"client_id": lookup_id(client_id)}).scalar()
+
+
+def secret_matches(digest, secret):
+    """Tell whether a secret is the one a stored digest was made from, in constant time.
+
+    No digest (an unknown client) is compared too, against one no secret has,
+    so that it costs what a known client does.
+    """
+    matches = hmac.compare_digest(digest or NO_SUCH_DIGEST, secret_digest(secret))
+    return digest is not None and matches
+
+
+def authenticate(client_id, secret):
+    """Tell whether a client id and secret are a registered client's."""
+    return secret_matches(stored_digest(client_id), secret)

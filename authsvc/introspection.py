@@ -3,9 +3,11 @@
 A registered service (clients.py) sends `POST /oauth/introspect` with HTTP
 Basic and a form body `token=...`. The token is verified as flask-jwt-extended
 verifies a Bearer token, and its session is read as the revocation callback
-reads it (revocation.open_session_row: one indexed query); anything that is
-not a live access token of an open session is `{"active": false}`, with
-nothing said about why.
+reads it (revocation.open_session_row), with the client's secret digest in
+the same indexed query: a live token costs one query, as `GET /users/me`
+does. Then the client is authenticated, then counted against its limit.
+Anything that is not a live access token of an open session is
+`{"active": false}`, with nothing said about why.
 """
 
 import base64
@@ -29,10 +31,16 @@ from authsvc.limits import named_limit
 from authsvc.models import amr_methods
 from authsvc.parsing import Blueprint
 from authsvc.revocation import open_session_row
+from authsvc.tokens import SESSION_CHECK
 
 FORM = "application/x-www-form-urlencoded"
 BASIC_CHALLENGE = 'Basic realm="authsvc"'
 INACTIVE = {"active": False}
+# revocation.py's SESSION_CHECK with the asking client's secret digest beside
+# it: a live token's session and the client in one query, on three primary keys.
+CLIENT_AND_SESSION = SESSION_CHECK.add_columns(
+    clients.DIGEST_OF.scalar_subquery().label("client_digest")
+)
 
 
 class IntrospectionRequestSchema(ma.Schema):
@@ -126,30 +134,25 @@ def invalid_client():
     )
 
 
-def client_required(view):
-    """Refuse a request without a registered client's credentials: 401 with a Basic challenge."""
+def credentials_required(view):
+    """Refuse a request without well-formed HTTP Basic credentials: 401 with a Basic challenge.
+
+    Whether they are a registered client's is checked later, in the same
+    query as the token's session (authenticated_session).
+    """
 
     @functools.wraps(view)
-    def authenticated(*args, **kwargs):
-        credentials = basic_credentials()
-        if credentials is None or not clients.authenticate(*credentials):
+    def presented(*args, **kwargs):
+        g.client_credentials = basic_credentials()
+        if g.client_credentials is None:
             raise invalid_client()
-        g.introspecting_client = credentials[0]
         return view(*args, **kwargs)
 
     # What Blueprint.doc(security=...) records, without a wrapper of its own.
-    apidoc = copy.deepcopy(getattr(authenticated, "_apidoc", {}))
+    apidoc = copy.deepcopy(getattr(presented, "_apidoc", {}))
     apidoc.setdefault("manual_doc", {})["security"] = [{"basicAuth": []}]
-    authenticated._apidoc = apidoc
-    return authenticated
-
-
-def _client_key():
-    """Key an introspection by the client that authenticated it."""
-    return "client:" + g.introspecting_client
-
-
-limit_introspection = named_limit("introspect_per_client", key_func=_client_key)
+    presented._apidoc = apidoc
+    return presented
 
 
 def header_type(verified_token):
@@ -162,12 +165,12 @@ def header_type(verified_token):
     return header.get("typ")
 
 
-def live_access_token(token):
-    """Return the claims and session row of a live access token of an open session, or None.
+def verified_access_claims(token):
+    """Return the claims of a validly signed, unexpired access token, or None.
 
     Verified as a Bearer token is (algorithm, key and its rotation, iss, aud,
-    lifetime), then only an access token by both its `type` claim and its
-    `at+jwt` header, then its session read as the revocation callback reads it.
+    lifetime, through the same cache), then only an access token by both
+    its `type` claim and its `at+jwt` header.
     """
     try:
         claims = decode_token(token)
@@ -175,16 +178,41 @@ def live_access_token(token):
         return None
     if claims["type"] != "access" or header_type(token) != "at+jwt":
         return None
-    row = open_session_row(claims)
-    return None if row is None else (claims, row)
+    return claims
 
 
-def introspection_of(token):
-    """Return RFC 7662's answer about a token: its claims if live, else only inactive."""
-    live = live_access_token(token)
-    if live is None:
+def authenticated_session(claims):
+    """Authenticate the client (401 if it may not ask); return the token's open session, or None.
+
+    For a verified access token, the session is read as the revocation
+    callback reads it, with the client's secret digest in the same query;
+    for any other token, or a session that is not open, the client alone.
+    """
+    client_id, secret = g.client_credentials
+    row = None
+    if claims is not None:
+        row = open_session_row(claims, CLIENT_AND_SESSION, client_id=clients.lookup_id(client_id))
+    digest = clients.stored_digest(client_id) if row is None else row.client_digest
+    if not clients.secret_matches(digest, secret):
+        raise invalid_client()
+    g.introspecting_client = client_id
+    return row
+
+
+def _client_key():
+    """Key an introspection by the client that authenticated it."""
+    return "client:" + g.introspecting_client
+
+
+@named_limit("introspect_per_client", key_func=_client_key)
+def count_for_the_client():
+    """Count this introspection against its client's limit; over it, answer 429."""
+
+
+def introspection_of(claims, row):
+    """Return RFC 7662's answer: the token's claims if its session is open, else only inactive."""
+    if row is None:
         return INACTIVE
-    claims, row = live
     answer = {
         "active": True,
         "sub": claims["sub"],
@@ -204,9 +232,11 @@ def introspection_of(token):
 @bp.alt_response(413, response="REQUEST_ENTITY_TOO_LARGE")
 @bp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
 @bp.alt_response(429, response="TOO_MANY_REQUESTS")
-@client_required
-@limit_introspection
+@credentials_required
 @bp.arguments(IntrospectionRequestSchema(), location="form", error_status_code=400)
 def introspect(form):
     """Tell a registered service whether an access token is live now, and whose it is."""
-    return introspection_of(form["token"])
+    claims = verified_access_claims(form["token"])
+    row = authenticated_session(claims)
+    count_for_the_client()
+    return introspection_of(claims, row)

@@ -68,12 +68,16 @@ def reading_engine():
     return engine
 
 
-def open_session_row(claims):
-    """Return the open session and live user a token names, or None."""
+def open_session_row(claims, statement=SESSION_CHECK, **parameters):
+    """Return the open session and live user a token names, or None.
+
+    Introspection reads one more column with them (its client's secret
+    digest): SESSION_CHECK with that column, and its parameter; one query still.
+    """
     if not _well_formed(claims):
         return None
     with reading_engine().connect() as connection:
-        row = connection.execute(SESSION_CHECK, {"sid": claims["sid"]}).first()
+        row = connection.execute(statement, {"sid": claims["sid"], **parameters}).first()
     if (
         row is None
         or row.user_id != int(claims["sub"])

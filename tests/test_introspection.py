@@ -132,9 +132,8 @@ def test_token_type_hint_and_other_parameters_are_ignored(auth, client, service)
     assert hinted.json == INACTIVE
 
 
-def test_introspection_reads_the_client_and_the_session_once_each(auth, app, client, service):
-    """Two statements per request: the client by its id, the session as the revocation check."""
-    tokens = auth.signup()
+def statements_of(app, call):
+    """Run `call` and return the SQL statements it sent to the app's database."""
     statements = []
 
     def record(connection, cursor, statement, *rest):
@@ -145,11 +144,19 @@ def test_introspection_reads_the_client_and_the_session_once_each(auth, app, cli
         engine = db.engine
     sa.event.listen(engine, "before_cursor_execute", record)
     try:
-        assert answer(client, service, tokens["accessToken"])["active"] is True
+        call()
     finally:
         sa.event.remove(engine, "before_cursor_execute", record)
-    assert len(statements) == 2
-    assert "FROM clients" in statements[0] and "FROM sessions JOIN users" in statements[1]
+    return statements
+
+
+def test_a_live_token_costs_one_query_as_users_me_does(auth, app, client, service):
+    """The client's digest is read in the revocation check's own query: one statement in all."""
+    tokens = auth.signup()
+    (statement,) = statements_of(app, lambda: answer(client, service, tokens["accessToken"]))
+    assert "FROM sessions JOIN users" in statement and "FROM clients" in statement
+    me = statements_of(app, lambda: client.get("/users/me", headers=bearer(tokens["accessToken"])))
+    assert len(me) == 1
 
 
 def active(client, service, tokens):

@@ -73,7 +73,7 @@ def test_a_deleted_client_is_refused_at_once(auth, app, client, service):
 
 
 def test_credentials_are_checked_before_the_body(client):
-    """A client that is not registered learns nothing, not even what is wrong with its body."""
+    """Without Basic credentials, a request is 401 whatever its body."""
     response = client.post("/oauth/introspect", json={"token": "x"})
     assert_refused_client(response)
 
@@ -188,4 +188,17 @@ def test_unauthenticated_requests_do_not_use_up_a_client_limit(auth, database_ur
         forged = basic(service.id, "not-the-secret")
         response = client.post("/oauth/introspect", data={"token": token}, headers=forged)
         assert response.status_code == 401
+    assert introspect(client, service, token).status_code == 200
+
+
+@pytest.mark.parametrize("kind", ["live", "signed-out", "refresh", "garbage"])
+def test_a_wrong_secret_is_401_whatever_the_token(auth, client, service, kind):
+    """A live token's session and a dead token take different reads; both refuse a wrong secret."""
+    tokens = auth.signup()
+    if kind == "signed-out":
+        client.post("/auth/signout", headers={"Authorization": f"Bearer {tokens['accessToken']}"})
+    token = {"refresh": tokens["refreshToken"], "garbage": "x.y.z"}.get(kind, tokens["accessToken"])
+    wrong = basic(service.id, "not-the-secret")
+    response = client.post("/oauth/introspect", data={"token": token}, headers=wrong)
+    assert_refused_client(response)
     assert introspect(client, service, token).status_code == 200
