@@ -6,6 +6,7 @@ import uuid
 import pytest
 from conftest import redis_server, settings
 from introspecting import FORM, answer, basic, introspect, register
+from live import free_port
 
 from authsvc import clients, create_app
 from authsvc.extensions import db
@@ -202,3 +203,13 @@ def test_a_wrong_secret_is_401_whatever_the_token(auth, client, service, kind):
     response = client.post("/oauth/introspect", data={"token": token}, headers=wrong)
     assert_refused_client(response)
     assert introspect(client, service, token).status_code == 200
+
+
+def test_a_database_that_does_not_answer_is_503():
+    """With nothing listening where the database should be: 503 database_unavailable, never 500."""
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/authsvc"
+    client = create_app(settings(url, DATABASE_TIMEOUT=1)).test_client()
+    headers = basic(uuid.uuid4().hex, "some-secret")
+    response = client.post("/oauth/introspect", data={"token": "a.b.c"}, headers=headers)
+    assert response.status_code == 503 and response.content_type == PROBLEM
+    assert response.json["code"] == "database_unavailable" and response.headers["Retry-After"]
