@@ -129,8 +129,3 @@ def secret_matches(digest, secret):
     """
     matches = hmac.compare_digest(digest or NO_SUCH_DIGEST, secret_digest(secret))
     return digest is not None and matches
-
-
-def authenticate(client_id, secret):
-    """Tell whether a client id and secret are a registered client's."""
-    return secret_matches(stored_digest(client_id), secret)
