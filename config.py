@@ -201,6 +201,9 @@ def from_environment(environ=os.environ):
         "RATELIMIT_MFA_PER_USER": _rate(
             environ, "RATELIMIT_MFA_PER_USER", "5 per minute;20 per hour"
         ),
+        "RATELIMIT_INTROSPECT_PER_CLIENT": _rate(
+            environ, "RATELIMIT_INTROSPECT_PER_CLIENT", "6000 per minute"
+        ),
         "MFA_TOKEN_TTL": _integer(environ, "MFA_TOKEN_TTL", 300, minimum=1),
         "MFA_ISSUER": environ.get("MFA_ISSUER") or "authsvc",
         "SESSION_RETENTION": _integer(environ, "SESSION_RETENTION", 2592000),

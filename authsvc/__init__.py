@@ -115,6 +115,7 @@ def register_blueprints(app):
     from authsvc import (
         auth,
         docs,
+        introspection,
         linking,
         mfa,
         oauth,
@@ -133,7 +134,9 @@ def register_blueprints(app):
     api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     )
-    for module in (auth, mfa, users, recovery, oauth, linking, passkeys_api, service):
+    api.spec.components.security_scheme("basicAuth", {"type": "http", "scheme": "basic"})
+    modules = (auth, mfa, users, recovery, oauth, linking, passkeys_api, introspection, service)
+    for module in modules:
         api.register_blueprint(module.bp)
     # Plain Flask: /docs and the pages are not API, so they stay out of the OpenAPI document.
     app.register_blueprint(docs.bp)

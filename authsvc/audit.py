@@ -65,6 +65,9 @@ EVENTS = (
     "oauth_invalid_grant",
     "oauth_identity_taken",
     "oauth_forbidden",
+    "client_created",
+    "client_deleted",
+    "clients_listed",
 )
 
 
@@ -86,7 +89,7 @@ def client_agent():
     return agent[:512] or None
 
 
-def record(event, user_id=None, session_id=None, key_id=None):
+def record(event, user_id=None, session_id=None, key_id=None, client_id=None):
     """Add an event to the current transaction; the caller's commit writes it.
 
     An event made in a request comes from the API; one made by the mail
@@ -94,7 +97,9 @@ def record(event, user_id=None, session_id=None, key_id=None):
     operator's `flask --app authsvc ...` command.
     """
     assert event in EVENTS, event
-    row = AuthEvent(event=event, user_id=user_id, session_id=session_id, key_id=key_id)
+    row = AuthEvent(
+        event=event, user_id=user_id, session_id=session_id, key_id=key_id, client_id=client_id
+    )
     if has_request_context():
         row.source = "api"
         row.ip, row.user_agent = client_address(), client_agent()

@@ -1,4 +1,4 @@
-"""The CLI groups: `flask --app authsvc users|sessions|keys|mail|audit ...`."""
+"""The CLI groups: `flask --app authsvc users|sessions|keys|mail|audit|clients ...`."""
 
 import sys
 from datetime import timedelta
@@ -380,7 +380,9 @@ def audit_tail(email_or_id, lines):
         click.echo(
             f"{event.created_at:%Y-%m-%dT%H:%M:%SZ} {event.source:<3} {event.event:<18} "
             f"user={event.user_id or '-'} session={event.session_id or '-'} "
-            f"key={event.key_id or '-'} ip={event.ip or '-'} "
+            f"key={event.key_id or '-'} "
+            + (f"client={event.client_id} " if event.client_id else "")
+            + f"ip={event.ip or '-'} "
             f"request={event.request_id or '-'} agent={event.user_agent or '-'!r}"
         )
 
@@ -389,6 +391,8 @@ def register_commands(app):
     """Add the CLI groups, and Flask-Migrate's `db`, to `flask --app authsvc`."""
     from flask_migrate import Migrate
 
+    from authsvc.clientcommands import clients_cli
+
     Migrate(app, db, render_as_batch=True)
     app.cli.add_command(with_one_line_errors(app.cli.commands["db"]))
     app.cli.add_command(users_cli)
@@ -396,3 +400,4 @@ def register_commands(app):
     app.cli.add_command(keys_cli)
     app.cli.add_command(mail_cli)
     app.cli.add_command(audit_cli)
+    app.cli.add_command(clients_cli)

@@ -100,8 +100,9 @@ class AuthEvent(db.Model):
     the accounts it mentions. source says where the change came from: "api"
     (a request), "relay" (the mail relay) or "cli" (an operator's `flask`
     command); key_id names the
-    signing key of a key event (kids are public). No password or token is
-    ever recorded.
+    signing key of a key event and client_id the registered service of a
+    client event (both are public). No password, token or secret is ever
+    recorded.
     """
 
     __tablename__ = "auth_events"
@@ -116,6 +117,7 @@ class AuthEvent(db.Model):
     request_id: Mapped[str | None] = mapped_column(sa.String(128))
     source: Mapped[str] = mapped_column(sa.String(16), default="api", server_default="api")
     key_id: Mapped[str | None] = mapped_column(sa.String(64))
+    client_id: Mapped[str | None] = mapped_column(sa.String(32))
 
 
 class SigningKey(db.Model):

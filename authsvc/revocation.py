@@ -52,7 +52,7 @@ def _well_formed(claims):
     return shaped and claims.get("type") == "refresh"
 
 
-def _reading_engine():
+def reading_engine():
     """Return the engine the revocation check reads through.
 
     A plain Core connection, not the ORM session: on the hot path the
@@ -68,12 +68,16 @@ def _reading_engine():
     return engine
 
 
-def _open_session_row(claims):
-    """Return the open session and live user a token names, or None."""
+def open_session_row(claims, statement=SESSION_CHECK, **parameters):
+    """Return the open session and live user a token names, or None.
+
+    Introspection reads one more column with them (its client's secret
+    digest): SESSION_CHECK with that column, and its parameter; one query still.
+    """
     if not _well_formed(claims):
         return None
-    with _reading_engine().connect() as connection:
-        row = connection.execute(SESSION_CHECK, {"sid": claims["sid"]}).first()
+    with reading_engine().connect() as connection:
+        row = connection.execute(statement, {"sid": claims["sid"], **parameters}).first()
     if (
         row is None
         or row.user_id != int(claims["sub"])
@@ -92,7 +96,7 @@ def token_is_revoked(jwt_header, claims):
     A refresh token of the session that is neither current nor a retry within
     the grace window is reuse: the session is closed before refusing.
     """
-    row = _open_session_row(claims)
+    row = open_session_row(claims)
     if row is None:
         return True
     if claims["type"] == "refresh" and not _current_or_retry(row):

@@ -71,6 +71,7 @@ class Run:
     service: servers.Server = None
     bare: servers.Server = None
     checkpw_seconds: float = None
+    client: tuple = None
     peaks: dict = field(default_factory=dict)
     shares: dict = field(default_factory=dict)
 
@@ -140,6 +141,7 @@ def service_environment(options, database_url):
         # address must not be told to slow down: these limits never trip.
         "RATELIMIT_SIGNUP_PER_ADDRESS": "1000000 per minute",
         "RATELIMIT_REFRESH_PER_SESSION": "1000000 per minute",
+        "RATELIMIT_INTROSPECT_PER_CLIENT": "1000000 per minute",
         # The refusal scenario's target: one failure (one bcrypt check) per
         # worker, then nothing but 429s. Successful signins never count.
         "RATELIMIT_SIGNIN_PER_EMAIL": "1 per hour",
@@ -190,6 +192,7 @@ def main():
         run = Run(options, generator, workdir, hash_password(PASSWORD, options.rounds))
         seed_seconds = database.seed(database_url, options.users, run.password_hash)
         report.progress(f"seeded {options.users:,} users and an admin in {seed_seconds:.1f} s")
+        run.client = database.register_client(env)
         start_servers(stack, run, env, gunicorn_settings, RESULTS / stamp)
         results = {scenario.key: run_scenario(run, scenario) for scenario in scenarios.SCENARIOS}
         events = database.count_events(database_url)

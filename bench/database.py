@@ -40,6 +40,22 @@ def migrate(env):
         raise SystemExit(f"bench: flask db upgrade failed:\n{upgrade.stderr}")
 
 
+def register_client(env):
+    """Register the introspection scenario's service with the CLI; return its id and secret."""
+    created = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "authsvc", "clients", "create", "bench"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if created.returncode != 0:
+        raise SystemExit(f"bench: flask clients create failed:\n{created.stderr}")
+    printed = dict(line.split(": ", 1) for line in created.stdout.splitlines())
+    return printed["client_id"], printed["client_secret"]
+
+
 def seed(url, count, password_hash):
     """Insert one admin, then `count` users, all with the same hash; return the seconds.
 

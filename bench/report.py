@@ -76,7 +76,31 @@ def targets(scenarios, memory_mib, bound):
             [scenarios["users"]],
         ),
         target("max worker peak memory", memory_mib, "MiB", "< 80 MiB", memory_mib < 80, []),
+        introspection_target(scenarios),
     ]
+
+
+def introspection(scenarios):
+    """Return introspection's cost per request over /users/me's: worker CPU, and time (req/s)."""
+    me, introspect = scenarios["me"], scenarios["introspect"]
+    cpu = introspect["cpu_ms_per_request"], me["cpu_ms_per_request"]
+    return {
+        "cpu_ratio": round(cpu[0] / cpu[1], 3) if all(cpu) else None,
+        "time_ratio": round(me["rps"] / introspect["rps"], 3) if introspect["rps"] else None,
+    }
+
+
+def introspection_target(scenarios):
+    """Return the target: an introspection costs the workers at most 1.2 times a /users/me."""
+    ratio = introspection(scenarios)["cpu_ratio"] or 0.0
+    return target(
+        "introspect / /users/me, CPU per request",
+        ratio,
+        "",
+        "<= 1.20",
+        0 < ratio <= 1.2,
+        [scenarios["introspect"], scenarios["me"]],
+    )
 
 
 def cpu_ratio(scenarios):
@@ -124,6 +148,7 @@ def document(*, options, workers, checkpw_seconds, scenarios, memory, events, **
         "scenarios": scenarios,
         "cpu_ratio": cpu_ratio(scenarios),
         "refusals": refusals(scenarios, events),
+        "introspection": introspection(scenarios),
         "memory": memory,
         "targets": targets(scenarios, memory_mib, bound),
     }
@@ -184,6 +209,11 @@ def print_report(results, path):
         f"{refused['rate_limited_rows']} rate_limited and "
         f"{refused['signin_failed_rows']} signin_failed rows for "
         f"{scenarios['refused']['requests']:,} refusals"
+    )
+    compared = results["introspection"]
+    print(
+        f"introspection: {compared['cpu_ratio']}x the CPU of a /users/me per request, "
+        f"{compared['time_ratio']}x its time per request (its req/s over introspection's)"
     )
     repeated = scenarios["refresh"]["repeated_tokens"]
     print(f"refresh: {repeated} answers repeated an earlier refresh token (0: all real rotations)")

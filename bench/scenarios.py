@@ -1,5 +1,6 @@
 """The measured scenarios: what each sends, built just before it runs."""
 
+import base64
 import functools
 import http.client
 import json
@@ -13,24 +14,30 @@ from authsvc.schemas import encode_cursor
 from bench.database import ADMIN_EMAIL, PASSWORD, REFUSED_EMAIL, time_checkpw, user_email
 
 JSON_HEADERS = {"Content-Type": "application/json"}
+FORM_TYPE = "application/x-www-form-urlencoded"
 PAGE = 50
 VARIANTS = 1000  # distinct paths or bodies a scenario picks from at random
 CHAINS_PER_CONNECTION = 2
 
 
-def sign_in(run, email):
-    """Sign a seeded user in over HTTP and return the answer: its id and tokens."""
+def post(run, path, body, headers):
+    """Send one POST to the service and return its status and body."""
     parts = urllib.parse.urlsplit(run.service.url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
     try:
-        body = json.dumps({"email": email, "password": PASSWORD})
-        connection.request("POST", "/auth/signin", body, JSON_HEADERS)
+        connection.request("POST", path, body, headers)
         response = connection.getresponse()
-        answer = response.read()
+        return response.status, response.read()
     finally:
         connection.close()
-    if response.status != 200:
-        raise RuntimeError(f"signin of {email}: {response.status} {answer[:300]!r}")
+
+
+def sign_in(run, email):
+    """Sign a seeded user in over HTTP and return the answer: its id and tokens."""
+    body = json.dumps({"email": email, "password": PASSWORD})
+    status, answer = post(run, "/auth/signin", body, JSON_HEADERS)
+    if status != 200:
+        raise RuntimeError(f"signin of {email}: {status} {answer[:300]!r}")
     return json.loads(answer)
 
 
@@ -47,6 +54,23 @@ def me(run):
         "paths": ["/users/me"],
         "headers": {"Authorization": f"Bearer {token}"},
     }
+
+
+def introspect(run):
+    """POST /oauth/introspect: a registered service asks about one user's live access token.
+
+    One request is checked before the load: the answer must say active, so
+    that the load measures the whole path (client, token, session).
+    """
+    token = sign_in(run, user_email(1))["accessToken"]
+    client_id, client_secret = run.client
+    pair = base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
+    headers = {"Authorization": f"Basic {pair}", "Content-Type": FORM_TYPE}
+    body = f"token={token}"
+    status, answer = post(run, "/oauth/introspect", body, headers)
+    if status != 200 or not json.loads(answer).get("active"):
+        raise RuntimeError(f"introspection: {status} {answer[:300]!r}")
+    return {"method": "POST", "paths": ["/oauth/introspect"], "headers": headers, "bodies": [body]}
 
 
 def refused(run):
@@ -130,12 +154,13 @@ class Scenario(NamedTuple):
 
 
 # The bare app runs just before and just after /users/me, so that the ratio
-# of the two compares like with like on a machine whose load drifts; the
-# refusals follow at once, to be compared with the same two.
+# of the two compares like with like on a machine whose load drifts;
+# introspection, measured against /users/me, and the refusals follow at once.
 SCENARIOS = [
     Scenario("bare", "GET / (bare Flask)", "bare", bare, True),
     Scenario("me", "GET /users/me", "service", me, True),
     Scenario("bare_again", "GET / (bare Flask, again)", "bare", bare, False),
+    Scenario("introspect", "POST /oauth/introspect", "service", introspect, True),
     Scenario("refused", "POST /auth/signin, 429", "service", refused, True),
     Scenario("users", f"GET /users?limit={PAGE}", "service", users, True),
     Scenario("refresh", "POST /auth/refresh", "service", refresh, False),

@@ -9,6 +9,7 @@ documented schema. SQLite only; a fixed seed keeps CI reproducible.
 import schemathesis
 from conftest import PASSWORD, settings
 from flask_migrate import upgrade
+from introspecting import basic, register
 
 from authsvc import create_app
 from authsvc.extensions import db
@@ -59,6 +60,7 @@ def migrated_app():
         upgrade()
         db.session.add(User(email=ADMIN_EMAIL, password_hash=hash_password(PASSWORD), role="admin"))
         db.session.commit()
+    app.config["FUZZ_CLIENT"] = register(app, "fuzz")
     return app
 
 
@@ -83,9 +85,22 @@ class FreshAdminSession:
         return response.json
 
     def set(self, case, tokens, context):
-        """Present the refresh token to /auth/refresh and the access token elsewhere."""
+        """Present the refresh token to /auth/refresh, the access token elsewhere.
+
+        A registered client's Basic credentials go to /oauth/introspect, and
+        a generated token of even length is swapped for the admin's access
+        token: the fuzzer's own inventions are never live, and the active
+        answer must conform to the document too.
+        """
         kind = "refreshToken" if case.operation.path == "/auth/refresh" else "accessToken"
-        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {tokens[kind]}"}
+        authorization = {"Authorization": f"Bearer {tokens[kind]}"}
+        if case.operation.path == "/oauth/introspect":
+            service = context.app.config["FUZZ_CLIENT"]
+            authorization = basic(service.id, service.secret)
+            token = case.body.get("token") if isinstance(case.body, dict) else None
+            if isinstance(token, str) and len(token) % 2 == 0:
+                case.body["token"] = tokens["accessToken"]
+        case.headers = {**(case.headers or {}), **authorization}
 
 
 @schema.parametrize()

@@ -7,6 +7,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from conftest import PASSWORD, bearer, postgres_database, settings
 from flask_migrate import upgrade
+from introspecting import answer, register
 
 from authsvc import audit, create_app, tokens
 from authsvc.extensions import db
@@ -142,5 +143,38 @@ def test_optional_passwords_keep_sessions_and_never_reuse_a_deleted_id(empty_dat
     assert client.post("/auth/refresh", headers=bearer(refresh_token)).status_code == 200
     signup = client.post("/auth/signup", json={"email": "new@example.com", "password": PASSWORD})
     assert signup.json["id"] > gone > user_id
+    with app.app_context():
+        db.engine.dispose()
+
+
+def test_registered_clients_migration_keeps_sessions_and_events(empty_database_url):
+    """A database at e1c7a9f3b250 with a signed-in user and audit rows upgrades to clients.
+
+    Earlier events keep their rows (with no client); the user's session still
+    refreshes, and a client registered after the upgrade sees its token active.
+    """
+    app = create_app(settings(empty_database_url))
+    with app.app_context():
+        upgrade(revision="e1c7a9f3b250")
+        user_id, refresh_token = insert_signed_in_user("session-before-clients")
+        db.session.execute(
+            sa.text(
+                "INSERT INTO auth_events (created_at, event, user_id, source)"
+                " VALUES (CURRENT_TIMESTAMP, 'user_created', :user_id, 'cli')"
+            ),
+            {"user_id": user_id},
+        )
+        db.session.commit()
+        upgrade()
+        events = db.session.execute(sa.select(AuthEvent.event, AuthEvent.client_id)).all()
+        assert [tuple(row) for row in events] == [("user_created", None)]
+        db.session.remove()
+        db.engine.dispose()
+    service = register(app)
+    client = app.test_client()
+    refreshed = client.post("/auth/refresh", headers=bearer(refresh_token))
+    assert refreshed.status_code == 200, refreshed.json
+    said = answer(client, service, refreshed.json["accessToken"])
+    assert (said["active"], said["sub"]) == (True, str(user_id))
     with app.app_context():
         db.engine.dispose()
