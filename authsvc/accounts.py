@@ -1,10 +1,7 @@
 """Changing and deleting accounts, for the API and the CLI alike.
 
 An account keeps at least one way in (a password, a provider's identity, a
-passkey): remove_way_in() refuses to remove the last one. An account whose
-address was never verified may be someone's pre-registration of another
-person's address: refuse_unverified() keeps it from gaining a second factor
-(or another way in) that a password reset by the real owner would not end.
+passkey): remove_way_in() refuses to remove the last one.
 
 The last active admin can be neither demoted, disabled nor deleted. The check
 and the change are one conditional statement, after locking the admin rows
@@ -27,18 +24,6 @@ LAST_SIGN_IN_METHOD = Problem(
     "last_sign_in_method",
     "This is the account's last way to sign in; add another before removing it.",
 )
-
-EMAIL_NOT_VERIFIED = Problem(
-    403,
-    "email_not_verified",
-    "Verify your email address first: follow the link mailed to it, or ask for a new one.",
-)
-
-
-def refuse_unverified(user):
-    """Refuse (403 email_not_verified) to add a factor to an account whose address is unproven."""
-    if not user.email_verified:
-        raise EMAIL_NOT_VERIFIED
 
 
 def _is_active_admin(table):

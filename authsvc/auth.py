@@ -7,7 +7,7 @@ from sqlalchemy.exc import IntegrityError
 
 from authsvc import audit, gate, mailflows
 from authsvc.bearer import token_required
-from authsvc.errors import PROBLEM_MIMETYPE, Problem
+from authsvc.errors import Problem
 from authsvc.extensions import db
 from authsvc.limits import limit_refresh, limit_signin, limit_signup
 from authsvc.models import Session, User, utcnow
@@ -20,8 +20,8 @@ from authsvc.passwords import (
     verify_password,
 )
 from authsvc.schemas import (
+    GATE_REFUSALS,
     CredentialsSchema,
-    MfaRequiredSchema,
     SessionSchema,
     SignedInSchema,
     SignedUpSchema,
@@ -98,13 +98,7 @@ def signup(credentials):
 @bp.arguments(CredentialsSchema)
 @bp.response(200, SignedInSchema)
 @bp.alt_response(401, response="UNAUTHORIZED")
-@bp.alt_response(
-    403,
-    schema=MfaRequiredSchema,
-    content_type=PROBLEM_MIMETYPE,
-    description="account_disabled, email_not_verified; or mfa_required, with the mfaToken "
-    "for /auth/signin/mfa",
-)
+@bp.alt_response(403, **GATE_REFUSALS)
 @bp.alt_response(429, response="TOO_MANY_REQUESTS")
 @limit_signin
 def signin(credentials):

@@ -12,10 +12,10 @@ from sqlalchemy.exc import IntegrityError
 
 from authsvc import identities, oauthflows
 from authsvc.bearer import token_required
+from authsvc.callers import require_admin, require_verified_address, user_or_404
 from authsvc.errors import Problem
 from authsvc.extensions import db
 from authsvc.limits import limit_oauth
-from authsvc.models import User
 from authsvc.oauthschemas import CodeExchangeSchema, IdentitySchema, LinkStartSchema, UrlSchema
 from authsvc.parsing import Blueprint
 from authsvc.schemas import MAX_USER_ID
@@ -25,25 +25,7 @@ bp = Blueprint("linking", __name__, description="Identities at other providers l
 # /users/me/identities/<x> is a provider's name (POST) or an identity's id (DELETE).
 NOT_A_PROVIDER = "An identity's id where a provider's name belongs: that path only takes DELETE."
 NOT_AN_ID = "A provider's name where an identity's id belongs: that path only takes POST."
-NO_SUCH_USER = Problem(404, "not_found", "There is no such user.")
 NO_SUCH_IDENTITY = Problem(404, "not_found", "There is no such identity.")
-EMAIL_NOT_VERIFIED = Problem(
-    403, "email_not_verified", "Verify your email address before you link another provider."
-)
-
-
-def require_admin():
-    """Refuse the request unless the caller is an admin now."""
-    if current_user.role != "admin":
-        raise Problem(403, "forbidden", "Only admins may do this.")
-
-
-def user_or_404(user_id):
-    """Return the user with an id, or answer 404."""
-    user = db.session.get(User, user_id) if user_id <= MAX_USER_ID else None
-    if user is None:
-        raise NO_SUCH_USER
-    return user
 
 
 def unlink_or_refuse(user, identity_id):
@@ -78,8 +60,7 @@ def list_mine():
 @limit_oauth
 def start_link(body, provider):
     """Start linking a provider's account to the caller's: the provider's URL to send them to."""
-    if not current_user.email_verified:
-        raise EMAIL_NOT_VERIFIED
+    require_verified_address()
     url = oauthflows.start(
         provider, "link", body["redirect_to"], body["code_challenge"], current_user.id
     )

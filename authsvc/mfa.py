@@ -7,8 +7,9 @@ at /auth/signin/mfa it is 401, like a wrong password at /auth/signin.
 
 from flask_jwt_extended import current_user
 
-from authsvc import accounts, audit, challenges, gate, totp
+from authsvc import audit, challenges, gate, totp
 from authsvc.bearer import token_required
+from authsvc.callers import require_verified_address
 from authsvc.errors import Problem
 from authsvc.extensions import db
 from authsvc.limits import limit_current_password, limit_mfa_codes, limit_mfa_signin
@@ -47,7 +48,7 @@ def caller_with_password(password, verified=False):
     """
     user = db.session.get(User, current_user.id)
     if verified:
-        accounts.refuse_unverified(user)
+        require_verified_address(user)
     if not verify_password(password, user.password_hash):
         audit.record("mfa_password_failed", user.id, current_user.session_id)
         db.session.commit()
@@ -94,7 +95,7 @@ def enroll(body):
 @limit_mfa_codes
 def confirm(body):
     """Turn MFA on with a code of the pending secret; end every other session (verified only)."""
-    accounts.refuse_unverified(db.session.get(User, current_user.id))
+    require_verified_address(db.session.get(User, current_user.id))
     codes = totp.confirm_enrollment(current_user.id, body["code"])
     if codes is None:
         raise refuse_code(403, current_user.id, current_user.session_id)

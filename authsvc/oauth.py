@@ -12,7 +12,6 @@ federation.py (the callback) and identities.py (who signs in).
 from flask import make_response, redirect, render_template
 
 from authsvc import federation, gate, oauthflows, providers
-from authsvc.errors import PROBLEM_MIMETYPE
 from authsvc.extensions import db
 from authsvc.limits import limit_oauth
 from authsvc.models import User
@@ -25,7 +24,7 @@ from authsvc.oauthschemas import (
     UrlSchema,
 )
 from authsvc.parsing import Blueprint
-from authsvc.schemas import MfaRequiredSchema
+from authsvc.schemas import GATE_REFUSALS
 from authsvc.telemetry import count_oauth
 
 bp = Blueprint("oauth", __name__, url_prefix="/auth", description="Sign-in with other providers.")
@@ -86,13 +85,7 @@ def callback(provider, **params):
 @bp.arguments(CodeExchangeSchema)
 @bp.response(200, OAuthSignedInSchema)
 @bp.alt_response(400, response="BAD_REQUEST")
-@bp.alt_response(
-    403,
-    schema=MfaRequiredSchema,
-    content_type=PROBLEM_MIMETYPE,
-    description="account_disabled, email_not_verified; or mfa_required, with the mfaToken "
-    "for /auth/signin/mfa",
-)
+@bp.alt_response(403, **GATE_REFUSALS)
 @bp.alt_response(429, response="TOO_MANY_REQUESTS")
 @limit_oauth
 def token(body):

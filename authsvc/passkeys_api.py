@@ -6,15 +6,16 @@ never removes an account's last way in (accounts.remove_way_in).
 """
 
 import sqlalchemy as sa
-from flask_jwt_extended import current_user, get_current_user
+from flask_jwt_extended import current_user
 from webargs import core
 
 from authsvc import accounts, audit, gate, mail, passkeys
 from authsvc.bearer import token_required
+from authsvc.callers import require_admin, require_verified_address, user_or_404
 from authsvc.errors import Problem
 from authsvc.extensions import db
 from authsvc.limits import limit_passkey_options, limit_passkey_signin
-from authsvc.models import Passkey, User
+from authsvc.models import Passkey
 from authsvc.parsing import Blueprint, JSONBodyParser
 from authsvc.passkey_schemas import (
     NoBodySchema,
@@ -47,16 +48,7 @@ bp = PasskeyBlueprint("passkeys", __name__, description="Passkeys (WebAuthn).")
 
 NO_BODY = "No body, or an empty JSON object."
 NO_SUCH_PASSKEY = Problem(404, "not_found", "You have no passkey with this id.")
-NO_SUCH_USER = Problem(404, "not_found", "There is no such user.")
 passkeys_table = Passkey.__table__
-
-
-def refuse_unverified():
-    """Refuse a caller whose address was never verified: 403 email_not_verified."""
-    if not current_user.email_verified:
-        raise Problem(
-            403, "email_not_verified", "Verify your email address before adding a passkey."
-        )
 
 
 def notify(user_id, email, event, name, session_id, by_admin=False):
@@ -99,7 +91,7 @@ def remove(user, passkey_id, session_id, by_admin=False):
 @bp.arguments(NoBodySchema, required=False, description=NO_BODY)
 def registration_options(_):
     """Start adding a passkey: a challenge and options for navigator.credentials.create()."""
-    refuse_unverified()
+    require_verified_address()
     options = passkeys.registration_options(current_user)
     db.session.commit()
     return options
@@ -114,7 +106,7 @@ def registration_options(_):
 @bp.arguments(PasskeyRegistrationSchema)
 def register(body):
     """Add a passkey: the browser's new credential, answering a registration challenge."""
-    refuse_unverified()
+    require_verified_address()
     passkey = passkeys.register(
         current_user.id,
         current_user.session_id,
@@ -182,12 +174,8 @@ def delete(passkey_id):
 @token_required()
 def delete_for_admin(user_id, passkey_id):
     """Remove a user's passkey (admins only); never the account's last way in."""
-    if get_current_user().role != "admin":
-        raise Problem(403, "forbidden", "Only admins may do this.")
-    user = db.session.get(User, user_id) if user_id <= MAX_USER_ID else None
-    if user is None:
-        raise NO_SUCH_USER
-    remove(user, passkey_id, current_user.session_id, by_admin=True)
+    require_admin()
+    remove(user_or_404(user_id), passkey_id, current_user.session_id, by_admin=True)
     db.session.commit()
 
 

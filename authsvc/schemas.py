@@ -9,7 +9,7 @@ from email_validator import EmailNotValidError, validate_email
 from flask_jwt_extended import get_current_user
 from marshmallow import fields, validate
 
-from authsvc.errors import ProblemSchema
+from authsvc.errors import PROBLEM_MIMETYPE, ProblemSchema
 
 MAX_EMAIL_LENGTH = 254
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -377,3 +377,12 @@ class MfaRequiredSchema(ProblemSchema):
         data_key="mfaToken",
         metadata={"description": "With code mfa_required only: send it with the code."},
     )
+
+
+# The 403 of a sign-in path that ends in the gate: @bp.alt_response(403, **GATE_REFUSALS).
+GATE_REFUSALS = {
+    "schema": MfaRequiredSchema,
+    "content_type": PROBLEM_MIMETYPE,
+    "description": "account_disabled, email_not_verified; or mfa_required, with the mfaToken "
+    "for /auth/signin/mfa",
+}

@@ -6,6 +6,7 @@ from flask_jwt_extended import current_user, get_current_user, get_jwt
 
 from authsvc import accounts, audit, mailtokens, totp
 from authsvc.bearer import challenge, token_required
+from authsvc.callers import NO_SUCH_USER, caller_is_admin, require_admin, user_or_404
 from authsvc.errors import Problem
 from authsvc.extensions import db
 from authsvc.limits import limit_current_password
@@ -13,7 +14,6 @@ from authsvc.models import SECOND_FACTORS, User, amr_methods
 from authsvc.parsing import Blueprint
 from authsvc.passwords import hash_password, refuse_weak_password, verify_password
 from authsvc.schemas import (
-    MAX_USER_ID,
     USERS_PAGE_MAX,
     MeSchema,
     PasswordChangeSchema,
@@ -28,7 +28,6 @@ from authsvc.tokens import open_session, presented_token_is_fresh, revoke_sessio
 
 bp = Blueprint("users", __name__, url_prefix="/users", description="Accounts.")
 
-NO_SUCH_USER = Problem(404, "not_found", "There is no such user.")
 # What a page of users reads: plain rows, never changed.
 PAGE_COLUMNS = (
     User.id,
@@ -92,25 +91,6 @@ def require_fresh_token():
             "Setting a first password needs an access token from a recent signin.",
             headers={"WWW-Authenticate": challenge("fresh_token_required")},
         )
-
-
-def caller_is_admin():
-    """Tell whether the caller is an admin now (not when the token was issued)."""
-    return get_current_user().role == "admin"
-
-
-def require_admin():
-    """Refuse the request unless the caller is an admin."""
-    if not caller_is_admin():
-        raise Problem(403, "forbidden", "Only admins may do this.")
-
-
-def user_or_404(user_id):
-    """Return the user with an id, or answer 404."""
-    user = db.session.get(User, user_id) if user_id <= MAX_USER_ID else None
-    if user is None:
-        raise NO_SUCH_USER
-    return user
 
 
 @bp.get("/me")
