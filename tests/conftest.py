@@ -9,7 +9,6 @@ how to include it.
 
 import functools
 import os
-import re
 import uuid
 from types import SimpleNamespace
 
@@ -18,6 +17,7 @@ import redis
 import sqlalchemy as sa
 from flask_migrate import upgrade
 from mailer import Mailbox, smtp_server
+from skips import CI, USED, skip_without  # noqa: F401 (CI: for modules that import it from here)
 
 from authsvc import create_app
 from authsvc.extensions import db
@@ -26,28 +26,29 @@ from authsvc.passwords import hash_password
 
 PASSWORD = "violet-kettle-orbit-42"
 TEST_SECRET = "a-test-signing-key-that-is-long-enough-for-hs256"
-CI = os.environ.get("CI", "").lower() == "true"
 POSTGRES_URL = (
     os.environ.get("TEST_POSTGRES_URL") or "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("TEST_REDIS_URL") or "redis://127.0.0.1:6379/0"
-HOW_TO_INCLUDE = {
-    "PostgreSQL": "start PostgreSQL on 127.0.0.1:5432 (user postgres, database test) "
-    "or set TEST_POSTGRES_URL",
-    "Redis": "start Redis on 127.0.0.1:6379 or set TEST_REDIS_URL",
-    "Chromium": "apt-get install chromium chromium-driver",
-}
-SKIP_REASON = re.compile(r"no (?P<service>\w+) \((?P<why>.*)\)", re.DOTALL)
-USED = {}
 
-pytest_plugins = ["browser"]
+pytest_plugins = ["skips", "browser"]
 
 
-def skip_without(service, why):
-    """Skip a test that needs a service this machine lacks; fail it under CI=true."""
-    if CI:
-        pytest.fail(f"{service} is required under CI=true: {why}")
-    pytest.skip(f"no {service} ({why})")
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist, hand out the longest tests first and the quick ones last.
+
+    A worker given a minute-long test at the end would run it alone while the
+    others sit idle. `make test` keeps this order (--no-loadscope-reorder);
+    a serial run keeps the files' order.
+    """
+    if hasattr(config, "workerinput"):
+        items.sort(
+            key=lambda item: (
+                not item.get_closest_marker("starts_first"),
+                not item.get_closest_marker("e2e"),
+            )
+        )
 
 
 def first_line(error):
@@ -84,6 +85,17 @@ def redis_server():
         skip_without("Redis", f"{REDIS_URL}: {problem}")
     USED["Redis"] = REDIS_URL
     return REDIS_URL
+
+
+def redis_key_prefix():
+    """Return a RATELIMIT_KEY_PREFIX of one test's own, for a gunicorn on a shared Redis.
+
+    Counters keyed by 127.0.0.1 in one Redis would otherwise add up across
+    tests, xdist workers, and other checkouts' runs on the same machine. (In
+    this process every app shares Flask-Limiter's one limiter, which keeps
+    the first app's prefix: there, give each test its own emails instead.)
+    """
+    return f"authsvc-test-{uuid.uuid4().hex[:12]}"
 
 
 def settings(database_url, **extra):
@@ -232,28 +244,3 @@ def mailbox(smtp):
 def bearer(token):
     """Return the Authorization header for a token."""
     return {"Authorization": f"Bearer {token}"}
-
-
-def describe_skipped(service, count, why):
-    """Say how many tests a missing service skipped, why, and how to include them."""
-    if service not in HOW_TO_INCLUDE:
-        return f"{count} other test(s) (pytest -rs says why)"
-    return f"{count} {service} test(s) ({why}; to include them, {HOW_TO_INCLUDE[service]})"
-
-
-def pytest_terminal_summary(terminalreporter):
-    """End the run with one line: what was skipped, why, and how to include it."""
-    skipped = {}
-    for report in terminalreporter.stats.get("skipped", []):
-        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else ""
-        match = SKIP_REASON.fullmatch(reason.removeprefix("Skipped: "))
-        service, why = (match["service"], match["why"]) if match else ("other", reason)
-        skipped.setdefault(service, [0, why])[0] += 1
-    if not skipped:
-        used = ", ".join(f"{service} ({where})" for service, where in USED.items())
-        line = "authsvc: nothing skipped" + (f"; used {used}" if used else "")
-    else:
-        line = "authsvc: skipped " + "; ".join(
-            describe_skipped(service, count, why) for service, (count, why) in skipped.items()
-        )
-    terminalreporter.write_line(line)
