@@ -111,6 +111,8 @@ def from_environment(environ=os.environ):
         "PASSWORD_MIN_SCORE": _integer(environ, "PASSWORD_MIN_SCORE", 2, 0, 4),
         "RATELIMIT_ENABLED": _flag(environ, "RATELIMIT_ENABLED", True),
         "RATELIMIT_STORAGE_URI": environ.get("RATELIMIT_STORAGE_URI") or "memory://",
+        # Deployments (or test runs) sharing one Redis keep their counters apart.
+        "RATELIMIT_KEY_PREFIX": environ.get("RATELIMIT_KEY_PREFIX") or "authsvc",
         "RATELIMIT_SIGNIN_PER_ADDRESS": _rate(
             environ, "RATELIMIT_SIGNIN_PER_ADDRESS", "30 per minute;300 per hour"
         ),
@@ -174,7 +176,6 @@ FIXED = {
     "JWT_ENCODE_NBF": False,
     "SQLALCHEMY_TRACK_MODIFICATIONS": False,
     "RATELIMIT_STRATEGY": "sliding-window-counter",
-    "RATELIMIT_KEY_PREFIX": "authsvc",
     # A Redis outage must not turn every signin into a 500: limits then fall
     # back to each instance's memory, and errors are logged, not raised.
     "RATELIMIT_SWALLOW_ERRORS": True,
