@@ -19,10 +19,16 @@ run: install
 	$(BIN)/flask --app authsvc db upgrade
 	$(BIN)/gunicorn wsgi:app
 
+# The suite runs on TEST_WORKERS pytest-xdist workers (docs/testing.md says why so many
+# on two cores); PYTEST_ARGS adds pytest options, e.g. `make test PYTEST_ARGS=-rs`
+# lists every skipped test with its reason.
+TEST_WORKERS ?= 4
+PYTEST_ARGS ?=
+
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -6,7 +6,7 @@ from browser import console_errors, csp_violations, requested_urls, wait_for
 from live import gunicorn, migrated, service_environment
 from selenium.webdriver.common.by import By
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("docs")]
 
 HEALTHZ_BLOCK = "//div[contains(@class, 'opblock ')][.//*[@data-path='/healthz']]"
 

@@ -27,7 +27,7 @@ from authsvc.extensions import db
 from authsvc.models import AuthEvent
 from authsvc.outages import in_trouble
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("faults")]
 
 
 @pytest.fixture(scope="module")
