@@ -10,6 +10,7 @@ how to include it.
 import functools
 import os
 import uuid
+from collections import Counter
 from types import SimpleNamespace
 
 import pytest
@@ -36,19 +37,29 @@ pytest_plugins = ["skips", "browser"]
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist, hand out the longest tests first and the quick ones last.
+    """Refuse a collection xdist would run in part; under xdist, hand out long tests first.
 
-    A worker given a minute-long test at the end would run it alone while the
-    others sit idle. `make test` keeps this order (--no-loadscope-reorder);
-    a serial run keeps the files' order.
+    xdist tells tests apart by node id, and groups them by the `@group` it
+    appends to it: two tests with one id (schemathesis' under pytest 9.2)
+    would run as one, and a lost suffix would split a group, both silently.
+    A worker given a minute-long test at the end would run it alone while
+    the others sit idle: `make test` keeps this order (--no-loadscope-reorder).
     """
-    if hasattr(config, "workerinput"):
-        items.sort(
-            key=lambda item: (
-                not item.get_closest_marker("starts_first"),
-                not item.get_closest_marker("e2e"),
-            )
+    repeated = [nodeid for nodeid, count in Counter(i.nodeid for i in items).items() if count > 1]
+    if repeated:
+        raise pytest.UsageError(f"tests share a node id, so xdist would run one: {repeated[:3]}")
+    if not hasattr(config, "workerinput"):
+        return
+    if config.getvalue("loadgroup"):
+        grouped = [i.nodeid for i in items if i.get_closest_marker("xdist_group")]
+        if any("@" not in nodeid for nodeid in grouped):
+            raise pytest.UsageError(f"xdist lost the group of {grouped[0]}: is pytest < 9.2?")
+    items.sort(
+        key=lambda item: (
+            not item.get_closest_marker("starts_first"),
+            not item.get_closest_marker("e2e"),
         )
+    )
 
 
 def first_line(error):
@@ -146,15 +157,38 @@ def database_url(request, tmp_path_factory):
         upgrade()
         db.engine.dispose()
     yield url
+    cleaner(url).dispose()
     next(databases, None)
+
+
+@functools.cache
+def cleaner(database_url):
+    """Return the engine that empties a session's database between tests (one per database)."""
+    return sa.create_engine(database_url)
+
+
+@pytest.fixture(autouse=True)
+def emptied_after(request):
+    """Empty the session's database after every test that used it, whichever app wrote to it.
+
+    Tests that made apps of their own on `database_url` used to leave their
+    rows to whichever test came next on the same database: under xdist, any.
+    """
+    yield
+    if "database_url" in request.fixturenames:
+        with cleaner(request.getfixturevalue("database_url")).begin() as connection:
+            for table in reversed(db.metadata.sorted_tables):
+                connection.execute(table.delete())
 
 
 @pytest.fixture
 def app(database_url):
-    """Yield an app on a database emptied after the test."""
+    """Yield an app on the session's database, emptied after the test (emptied_after)."""
     app = create_app(settings(database_url))
     yield app
-    empty_database(app)
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
 
 
 def empty_database(app):

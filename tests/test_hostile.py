@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import jwt
 import pytest
 import sqlalchemy as sa
-from conftest import PASSWORD, TEST_SECRET, bearer, empty_database, settings
+from conftest import PASSWORD, TEST_SECRET, bearer, settings
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from authsvc import create_app
@@ -45,9 +45,8 @@ def served(database_url):
 
 @pytest.fixture
 def app(served):
-    """Give each case the module's app, on a database emptied after the case."""
-    yield served
-    empty_database(served)
+    """Give each case the module's app, on a database emptied after the case (emptied_after)."""
+    return served
 
 
 @pytest.fixture
