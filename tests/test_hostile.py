@@ -51,8 +51,13 @@ def app(served):
 
 @pytest.fixture
 def keys(auth, client):
-    """Sign up a user and sign in an admin; give cases their tokens and the client."""
-    return SimpleNamespace(user=auth.signup(EMAIL), admin=auth.admin(), client=client)
+    """Make a user and an admin and sign both in; give cases their tokens and the client.
+
+    The user is a row, as the admin is, rather than a signup: rating the
+    password took a third of each of the 2,000 cases' time.
+    """
+    auth.create_user(EMAIL)
+    return SimpleNamespace(user=auth.signin(EMAIL), admin=auth.admin(), client=client)
 
 
 def snapshot(app):
