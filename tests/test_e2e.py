@@ -70,8 +70,10 @@ def test_whole_flow_over_http(server):
 
 
 def test_cli_admin_lists_users_over_http(server):
-    """An admin made with the CLI can page through users."""
+    """An admin made with the CLI can page through users (two at least: a page of one links on)."""
     url, env = server
+    other = {"email": "listed@example.com", "password": PASSWORD}
+    assert requests.post(f"{url}/auth/signup", json=other).status_code == 201
     created = flask_cli(
         env,
         "users",
