@@ -19,10 +19,19 @@ run: install
 	$(BIN)/flask --app authsvc db upgrade
 	$(BIN)/gunicorn wsgi:app
 
+# The suite runs on TEST_WORKERS pytest-xdist workers (docs/testing.md says why so many
+# on two cores); PYTEST_ARGS adds pytest options, e.g. `make test PYTEST_ARGS=-rs`
+# lists every skipped test with its reason. Bytecode is written even where the
+# environment says PYTHONDONTWRITEBYTECODE: without it each of pytest's processes
+# spends some 10 s of CPU rewriting the test modules and plugins' asserts anew.
+TEST_WORKERS ?= 4
+PYTEST_ARGS ?=
+
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup \
+		--no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

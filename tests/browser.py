@@ -16,10 +16,10 @@ import shutil
 import tempfile
 
 import pytest
-from conftest import USED, skip_without
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support.ui import WebDriverWait
+from skips import USED, skip_without
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"

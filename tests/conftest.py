@@ -9,8 +9,8 @@ how to include it.
 
 import functools
 import os
-import re
 import uuid
+from collections import Counter
 from types import SimpleNamespace
 
 import pytest
@@ -18,6 +18,7 @@ import redis
 import sqlalchemy as sa
 from flask_migrate import upgrade
 from mailer import Mailbox, smtp_server
+from skips import CI, USED, skip_without  # noqa: F401 (CI: for modules that import it from here)
 
 from authsvc import create_app
 from authsvc.extensions import db
@@ -26,28 +27,39 @@ from authsvc.passwords import hash_password
 
 PASSWORD = "violet-kettle-orbit-42"
 TEST_SECRET = "a-test-signing-key-that-is-long-enough-for-hs256"
-CI = os.environ.get("CI", "").lower() == "true"
 POSTGRES_URL = (
     os.environ.get("TEST_POSTGRES_URL") or "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("TEST_REDIS_URL") or "redis://127.0.0.1:6379/0"
-HOW_TO_INCLUDE = {
-    "PostgreSQL": "start PostgreSQL on 127.0.0.1:5432 (user postgres, database test) "
-    "or set TEST_POSTGRES_URL",
-    "Redis": "start Redis on 127.0.0.1:6379 or set TEST_REDIS_URL",
-    "Chromium": "apt-get install chromium chromium-driver",
-}
-SKIP_REASON = re.compile(r"no (?P<service>\w+) \((?P<why>.*)\)", re.DOTALL)
-USED = {}
 
-pytest_plugins = ["browser"]
+pytest_plugins = ["skips", "browser"]
 
 
-def skip_without(service, why):
-    """Skip a test that needs a service this machine lacks; fail it under CI=true."""
-    if CI:
-        pytest.fail(f"{service} is required under CI=true: {why}")
-    pytest.skip(f"no {service} ({why})")
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """Refuse a collection xdist would run in part; under xdist, hand out long tests first.
+
+    xdist tells tests apart by node id, and groups them by the `@group` it
+    appends to it: two tests with one id (schemathesis' under pytest 9.2)
+    would run as one, and a lost suffix would split a group, both silently.
+    A worker given a minute-long test at the end would run it alone while
+    the others sit idle: `make test` keeps this order (--no-loadscope-reorder).
+    """
+    repeated = [nodeid for nodeid, count in Counter(i.nodeid for i in items).items() if count > 1]
+    if repeated:
+        raise pytest.UsageError(f"tests share a node id, so xdist would run one: {repeated[:3]}")
+    if not hasattr(config, "workerinput"):
+        return
+    if config.getvalue("loadgroup"):
+        grouped = [i.nodeid for i in items if i.get_closest_marker("xdist_group")]
+        if any("@" not in nodeid for nodeid in grouped):
+            raise pytest.UsageError(f"xdist lost the group of {grouped[0]}: is pytest < 9.2?")
+    items.sort(
+        key=lambda item: (
+            not item.get_closest_marker("starts_first"),
+            not item.get_closest_marker("e2e"),
+        )
+    )
 
 
 def first_line(error):
@@ -84,6 +96,17 @@ def redis_server():
         skip_without("Redis", f"{REDIS_URL}: {problem}")
     USED["Redis"] = REDIS_URL
     return REDIS_URL
+
+
+def redis_key_prefix():
+    """Return a RATELIMIT_KEY_PREFIX of one test's own, for a gunicorn on a shared Redis.
+
+    Counters keyed by 127.0.0.1 in one Redis would otherwise add up across
+    tests, xdist workers, and other checkouts' runs on the same machine. (In
+    this process every app shares Flask-Limiter's one limiter, which keeps
+    the first app's prefix: there, give each test its own emails instead.)
+    """
+    return f"authsvc-test-{uuid.uuid4().hex[:12]}"
 
 
 def settings(database_url, **extra):
@@ -134,15 +157,38 @@ def database_url(request, tmp_path_factory):
         upgrade()
         db.engine.dispose()
     yield url
+    cleaner(url).dispose()
     next(databases, None)
+
+
+@functools.cache
+def cleaner(database_url):
+    """Return the engine that empties a session's database between tests (one per database)."""
+    return sa.create_engine(database_url)
+
+
+@pytest.fixture(autouse=True)
+def emptied_after(request):
+    """Empty the session's database after every test that used it, whichever app wrote to it.
+
+    Tests that made apps of their own on `database_url` used to leave their
+    rows to whichever test came next on the same database: under xdist, any.
+    """
+    yield
+    if "database_url" in request.fixturenames:
+        with cleaner(request.getfixturevalue("database_url")).begin() as connection:
+            for table in reversed(db.metadata.sorted_tables):
+                connection.execute(table.delete())
 
 
 @pytest.fixture
 def app(database_url):
-    """Yield an app on a database emptied after the test."""
+    """Yield an app on the session's database, emptied after the test (emptied_after)."""
     app = create_app(settings(database_url))
     yield app
-    empty_database(app)
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
 
 
 def empty_database(app):
@@ -232,28 +278,3 @@ def mailbox(smtp):
 def bearer(token):
     """Return the Authorization header for a token."""
     return {"Authorization": f"Bearer {token}"}
-
-
-def describe_skipped(service, count, why):
-    """Say how many tests a missing service skipped, why, and how to include them."""
-    if service not in HOW_TO_INCLUDE:
-        return f"{count} other test(s) (pytest -rs says why)"
-    return f"{count} {service} test(s) ({why}; to include them, {HOW_TO_INCLUDE[service]})"
-
-
-def pytest_terminal_summary(terminalreporter):
-    """End the run with one line: what was skipped, why, and how to include it."""
-    skipped = {}
-    for report in terminalreporter.stats.get("skipped", []):
-        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else ""
-        match = SKIP_REASON.fullmatch(reason.removeprefix("Skipped: "))
-        service, why = (match["service"], match["why"]) if match else ("other", reason)
-        skipped.setdefault(service, [0, why])[0] += 1
-    if not skipped:
-        used = ", ".join(f"{service} ({where})" for service, where in USED.items())
-        line = "authsvc: nothing skipped" + (f"; used {used}" if used else "")
-    else:
-        line = "authsvc: skipped " + "; ".join(
-            describe_skipped(service, count, why) for service, (count, why) in skipped.items()
-        )
-    terminalreporter.write_line(line)

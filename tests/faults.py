@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import CI
 from live import free_port
+from skips import CI
 
 SETTINGS = """
 listen_addresses = '127.0.0.1'

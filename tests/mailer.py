@@ -17,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from live import bound_socket
 
 TOKEN_IN_LINK = re.compile(r"[?&]token=([A-Za-z0-9_-]+)")
 LOGIN, SECRET = "mailer", "p@ss word/:"
@@ -70,9 +71,25 @@ def authenticate(server, session, envelope, mechanism, auth_data):
     )
 
 
+class BoundController(Controller):
+    """aiosmtpd's Controller, serving a socket bound beforehand rather than binding a port."""
+
+    def __init__(self, handler, sock, **options):
+        self.sock = sock
+        super().__init__(handler, hostname="127.0.0.1", port=sock.getsockname()[1], **options)
+
+    def _create_server(self):
+        """Serve the bound socket (asyncio makes it listen)."""
+        return self.loop.create_server(self._factory_invoker, sock=self.sock, ssl=self.ssl_context)
+
+
 @contextlib.contextmanager
-def smtp_server(mailbox, port=0, certificate=None, implicit_tls=False, with_login=False):
-    """Serve SMTP on 127.0.0.1; STARTTLS or implicit TLS when given a (cert, key) pair."""
+def smtp_server(mailbox, port=0, certificate=None, implicit_tls=False, with_login=False, sock=None):
+    """Serve SMTP on 127.0.0.1; STARTTLS or implicit TLS when given a (cert, key) pair.
+
+    It serves `sock` (from live.bound_socket(), held while the server is down)
+    if given, else a socket bound here on `port`, or on a free port.
+    """
     options = {}
     if certificate and not implicit_tls:
         options.update(tls_context=server_context(certificate), require_starttls=True)
@@ -81,10 +98,9 @@ def smtp_server(mailbox, port=0, certificate=None, implicit_tls=False, with_logi
         options.update(
             authenticator=authenticate, auth_required=True, auth_require_tls=not implicit_tls
         )
-    controller = Controller(
+    controller = BoundController(
         mailbox,
-        hostname="127.0.0.1",
-        port=port or free_port(),
+        sock or bound_socket(port),
         ssl_context=server_context(certificate) if implicit_tls else None,
         ready_timeout=10,
         **options,
@@ -97,7 +113,7 @@ def smtp_server(mailbox, port=0, certificate=None, implicit_tls=False, with_logi
 
 
 def free_port():
-    """Return a loopback port nobody listens on."""
+    """Return a loopback port nobody listens on (racy: prefer live.bound_socket())."""
     import socket
 
     with socket.socket() as probe:

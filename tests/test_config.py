@@ -22,6 +22,7 @@ def test_defaults_match_the_operating_contract():
     assert settings["MFA_ISSUER"] == "authsvc"
     assert settings["RATELIMIT_MFA_PER_USER"] == "5 per minute;20 per hour"
     assert settings["DATABASE_TIMEOUT"] == 5
+    assert settings["RATELIMIT_KEY_PREFIX"] == "authsvc"
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ import json
 import re
 import secrets
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -13,13 +14,15 @@ import time
 import jwt
 import pyotp
 import pytest
+import redis
 import requests
-from conftest import redis_server
+from alembic.script import ScriptDirectory
+from conftest import redis_key_prefix, redis_server
 from live import ROOT, flask_cli, free_port, gunicorn, migrated, service_environment
 
 PASSWORD = "violet-kettle-orbit-42"
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +70,10 @@ def test_whole_flow_over_http(server):
 
 
 def test_cli_admin_lists_users_over_http(server):
-    """An admin made with the CLI can page through users."""
+    """An admin made with the CLI can page through users (two at least: a page of one links on)."""
     url, env = server
+    other = {"email": "listed@example.com", "password": PASSWORD}
+    assert requests.post(f"{url}/auth/signup", json=other).status_code == 201
     created = flask_cli(
         env,
         "users",
@@ -204,6 +209,20 @@ def test_openapi_and_docs_over_http(server):
     assert requests.get(f"{url}/docs").status_code == 200
 
 
+def test_flask_db_upgrade_builds_the_schema_to_the_newest_revision(tmp_path):
+    """`flask db upgrade`, run as an operator runs it, migrates a fresh database to the head.
+
+    (The other tests migrate in their own process, through live.migrated().)
+    """
+    env = service_environment(tmp_path)
+    result = flask_cli(env, "db", "upgrade")
+    assert result.returncode == 0, result.stderr
+    head = ScriptDirectory(str(ROOT / "migrations")).get_current_head()
+    with sqlite3.connect(tmp_path / "authsvc.db") as database:
+        assert database.execute("SELECT version_num FROM alembic_version").fetchall() == [(head,)]
+        assert database.execute("SELECT count(*) FROM users").fetchone() == (0,)
+
+
 def test_production_refuses_to_start_without_a_secret(tmp_path):
     """gunicorn stops at once, with one line naming JWT_SECRET_KEY, and leaves no folder behind."""
     env = service_environment(tmp_path, TMPDIR=str(tmp_path))
@@ -256,11 +275,13 @@ def test_rate_limits_fall_back_to_memory_when_redis_is_down(tmp_path):
 
 
 def test_redis_counters_are_shared_between_instances(tmp_path):
-    """Two instances on one Redis count one account's failures together."""
+    """Two instances on one Redis count one account's failures together, under their prefix."""
+    prefix = redis_key_prefix()
     env = service_environment(
         tmp_path,
         RATELIMIT_ENABLED="1",
         RATELIMIT_STORAGE_URI=redis_server(),
+        RATELIMIT_KEY_PREFIX=prefix,
         RATELIMIT_SIGNIN_PER_EMAIL="4 per minute",
     )
     migrated(env)
@@ -269,6 +290,7 @@ def test_redis_counters_are_shared_between_instances(tmp_path):
         assert failed_signins(first, email, 2) + failed_signins(second, email, 2) == [401] * 4
         assert failed_signins(first, email, 1) == [429]
         assert failed_signins(second, email, 1) == [429]
+    assert redis.Redis.from_url(env["RATELIMIT_STORAGE_URI"]).keys(f"*/{prefix}/*")
 
 
 def test_examples_curl_script_runs_against_gunicorn(server):

@@ -8,7 +8,8 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 from conftest import PASSWORD, TEST_SECRET, empty_database, settings
-from mailer import LOGIN, SECRET, Mailbox, free_port, self_signed_certificate, smtp_server, text_of
+from live import bound_socket
+from mailer import LOGIN, SECRET, Mailbox, self_signed_certificate, smtp_server, text_of
 from test_telemetry import samples
 
 from authsvc import create_app, mail, relay
@@ -76,7 +77,8 @@ def test_the_body_is_sealed_at_rest(app):
 
 def test_smtp_down_retries_with_backoff_and_loses_nothing(database_url, mailbox):
     """Refused connections schedule a retry; once the server is up, the mail goes out."""
-    port = free_port()
+    reserved = bound_socket()  # refuses connections until the server serves it
+    port = reserved.getsockname()[1]
     app = create_app(settings(database_url, MAIL_URL=f"smtp://127.0.0.1:{port}"))
     try:
         queue_mails(app)
@@ -86,11 +88,12 @@ def test_smtp_down_retries_with_backoff_and_loses_nothing(database_url, mailbox)
         assert row.next_attempt_at > utcnow() + timedelta(seconds=30)
         assert row.last_error.startswith("ConnectionRefusedError") and TO not in row.last_error
         assert send_pending(app) == {}  # not due yet
-        with smtp_server(mailbox, port=port):
+        with smtp_server(mailbox, sock=reserved):
             make_due(app)
             assert send_pending(app) == {"sent": 1}
         assert len(mailbox.messages) == 1
     finally:
+        reserved.close()
         empty_database(app)
 
 

@@ -15,7 +15,7 @@ from collections import Counter
 import pytest
 import requests
 from conftest import postgres_database
-from live import flask_cli, free_port, gunicorn, migrated, service_environment
+from live import bound_socket, flask_cli, gunicorn, migrated, service_environment, url_of
 from mailer import Mailbox, mails_to, self_signed_certificate, smtp_server, token_in
 
 PASSWORD = "violet-kettle-orbit-42"
@@ -64,11 +64,11 @@ def newest_mail(mailbox, address, subject_word, count=1):
 
 def test_reset_and_verification_through_the_relay_threads(tmp_path, mailbox):
     """Without any send-pending, the workers' relays deliver; the links work over HTTP."""
-    port = free_port()
-    env = mail_environment(tmp_path, mailbox, PUBLIC_URL=f"http://127.0.0.1:{port}")
+    sock = bound_socket()
+    env = mail_environment(tmp_path, mailbox, PUBLIC_URL=url_of(sock))
     migrated(env)
     log_path = tmp_path / "gunicorn.log"
-    with gunicorn(env, port=port, log_path=log_path) as url:
+    with sock, gunicorn(env, sock=sock, log_path=log_path) as url:
         tokens = signup(url, "ada@example.com")
         verification = token_in(newest_mail(mailbox, "ada@example.com", "Confirm"))
         assert (
@@ -97,16 +97,16 @@ def test_reset_and_verification_through_the_relay_threads(tmp_path, mailbox):
 
 def test_an_smtp_server_down_at_first_loses_nothing(tmp_path):
     """Mail queued while SMTP refuses connections arrives once it is up, by retries."""
-    box = Mailbox()
-    box.port = free_port()
+    box, reserved = Mailbox(), bound_socket()  # refuses connections until SMTP serves it
+    box.port = reserved.getsockname()[1]
     env = mail_environment(tmp_path, box, MAIL_RETRY_BASE="1")
     migrated(env)
     log_path = tmp_path / "gunicorn.log"
-    with gunicorn(env, log_path=log_path) as url:
+    with reserved, gunicorn(env, log_path=log_path) as url:
         signup(url, "early@example.com")
         time.sleep(2)
         assert "not sent, attempt 1: ConnectionRefusedError" in log_path.read_text()
-        with smtp_server(box, port=box.port):
+        with smtp_server(box, sock=reserved):
             newest_mail(box, "early@example.com", "Confirm")
 
 

@@ -12,15 +12,15 @@ import time
 
 import pytest
 import requests
-from conftest import CI
-from live import free_port, gunicorn, migrated, service_environment
+from live import bound_socket, gunicorn, migrated, service_environment, url_of
 from mailer import Mailbox, mails_to, smtp_server
+from skips import CI
 
 PASSWORD = "violet-kettle-orbit-42"
 NEW_PASSWORD = "marble-lantern-quiet-77"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("pages_browser")]
 
 
 @pytest.fixture(scope="module")
@@ -66,17 +66,16 @@ def missing(reason):
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     """Run gunicorn whose links point at itself, mailing a test SMTP server."""
-    box = Mailbox()
-    port = free_port()
-    with smtp_server(box) as smtp:
+    box, sock = Mailbox(), bound_socket()
+    with sock, smtp_server(box) as smtp:
         env = service_environment(
             tmp_path_factory.mktemp("browser"),
             MAIL_URL=f"smtp://127.0.0.1:{smtp.port}",
             MAIL_POLL_INTERVAL="1",
-            PUBLIC_URL=f"http://127.0.0.1:{port}",
+            PUBLIC_URL=url_of(sock),
         )
         migrated(env)
-        with gunicorn(env, port=port) as url:
+        with gunicorn(env, sock=sock) as url:
             yield url, box
 
 
@@ -102,15 +101,19 @@ def csp_errors(driver):
 
 
 def heading(driver, expected=None):
-    """Return the page's first heading, waiting a little for `expected` (a form's answer)."""
-    from selenium.common.exceptions import StaleElementReferenceException
+    """Return the page's first heading, waiting a little for `expected` (a form's answer).
+
+    While a submitted form's answer loads, the old heading goes stale and the
+    new document may have no heading yet: both mean "not yet", not a failure.
+    """
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
     deadline = time.monotonic() + 10
     while True:
         try:
             text = driver.find_element(By.TAG_NAME, "h1").text
-        except StaleElementReferenceException:
+        except (NoSuchElementException, StaleElementReferenceException):
             text = None
         if expected is None or text == expected or time.monotonic() > deadline:
             return text

@@ -16,7 +16,7 @@ import pytest
 import requests
 from live import ROOT, flask_cli, gunicorn, migrated, service_environment
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("relying_party")]
 
 ISSUER = "https://auth.test"
 PASSWORD = "violet-kettle-orbit-42"

@@ -16,7 +16,7 @@ from collections import Counter
 import pytest
 import requests
 import sqlalchemy as sa
-from conftest import postgres_database, redis_server
+from conftest import postgres_database, redis_key_prefix, redis_server
 from live import gunicorn, migrated, service_environment
 
 PASSWORD = "violet-kettle-orbit-42"
@@ -25,7 +25,7 @@ LOAD_SECONDS = float(os.environ.get("SCALE_TEST_SECONDS", "60"))
 LOAD_THREADS = 6
 MAX_ROUNDS_PER_THREAD = 2000
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.starts_first, pytest.mark.xdist_group("scale")]
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +39,7 @@ def instances(tmp_path_factory):
         DATABASE_URL=url,
         RATELIMIT_ENABLED="1",
         RATELIMIT_STORAGE_URI=redis_url,
+        RATELIMIT_KEY_PREFIX=redis_key_prefix(),
         RATELIMIT_SIGNIN_PER_EMAIL="5 per minute",
         RATELIMIT_SIGNIN_PER_ADDRESS="100000 per minute",
         RATELIMIT_SIGNUP_PER_ADDRESS="100000 per minute",

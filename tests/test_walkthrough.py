@@ -26,7 +26,7 @@ import time
 import pytest
 from live import ROOT, gunicorn, migrated, service_environment
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("walkthrough")]
 
 MARKER = "<!-- walkthrough -->"
 BLOCK = re.compile(r"^<!-- walkthrough -->\n(?:[ \t]*\n)*```[a-z]*\n(.*?)^```", re.M | re.S)
