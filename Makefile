@@ -15,9 +15,12 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
+# BIND=HOST:PORT serves elsewhere than gunicorn.conf.py's 127.0.0.1:8000.
+BIND ?=
+
 run: install
 	$(BIN)/flask --app authsvc db upgrade
-	$(BIN)/gunicorn wsgi:app
+	$(BIN)/gunicorn wsgi:app $(if $(BIND),--bind $(BIND))
 
 # The suite runs on TEST_WORKERS pytest-xdist workers (docs/testing.md says why so many
 # on two cores); PYTEST_ARGS adds pytest options, e.g. `make test PYTEST_ARGS=-rs`

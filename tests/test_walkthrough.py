@@ -1,8 +1,9 @@
-"""The README's walk-through, taken from README.md itself and run with bash against gunicorn.
+"""The walk-throughs, taken from the pages themselves and run with bash against gunicorn.
 
-Every fenced block that follows a `<!-- walkthrough -->` line is part of it;
-the blocks are joined in the README's order into one script, as a reader
-pasting them one after another into one shell would run them. The script
+README.md, docs/second-factor.md and docs/recovery.md each have one: every
+fenced block that follows a `<!-- walkthrough -->` line is part of it; a
+page's blocks are joined in order into one script, as a reader pasting them
+one after another into one shell would run them. The script
 runs under `set -euo pipefail`, twice against the same service and database
 (the walk-through must be re-runnable), and must exit 0 both times.
 
@@ -53,9 +54,17 @@ def walkthrough_environment(tmp_path_factory):
         yield {**env, "BASE": url, "SERVER_LOG": str(log_path)}
 
 
-def test_walkthrough_blocks_are_found():
-    """README.md has a walk-through, and every marker is followed by a fenced block."""
-    assert walkthrough_blocks((ROOT / "README.md").read_text())
+WALKTHROUGHS = ("README.md", "docs/second-factor.md", "docs/recovery.md")
+
+
+@pytest.mark.parametrize("page", WALKTHROUGHS)
+def test_walkthrough_blocks_are_found(page):
+    """Each page has a walk-through, and every marker is followed by a fenced block."""
+    assert walkthrough_blocks((ROOT / page).read_text())
+
+
+def test_a_marker_needs_a_fenced_block():
+    """A marker followed by prose instead of a block is refused."""
     assert walkthrough_blocks(f"{MARKER}\n\n```sh\necho one\n```\n") == ["echo one\n"]
     with pytest.raises(AssertionError):
         walkthrough_blocks(f"{MARKER}\nsome prose\n```sh\necho one\n```\n")
@@ -75,9 +84,10 @@ def paste_reset_tokens(script, log_path, since):
         time.sleep(0.1)
 
 
-def test_walkthrough_runs_twice_against_gunicorn(walkthrough_environment):
-    """The README's walk-through exits 0 on a fresh service and again on the same one."""
-    blocks = walkthrough_blocks((ROOT / "README.md").read_text())
+@pytest.mark.parametrize("page", WALKTHROUGHS)
+def test_walkthrough_runs_twice_against_gunicorn(walkthrough_environment, page):
+    """A page's walk-through exits 0 on a fresh service and again on the same one."""
+    blocks = walkthrough_blocks((ROOT / page).read_text())
     script = "set -euo pipefail\n" + "\n".join(blocks)
     log_path = walkthrough_environment["SERVER_LOG"]
     for run in ("first", "second"):
@@ -100,4 +110,4 @@ def test_walkthrough_runs_twice_against_gunicorn(walkthrough_environment):
                 paster.join()
                 process.stdin.close()
             output.seek(0)
-            assert process.returncode == 0, f"{run} run:\n{output.read().decode()}"
+            assert process.returncode == 0, f"{page}, {run} run:\n{output.read().decode()}"
