@@ -5,10 +5,12 @@ import re
 import pytest
 from live import ROOT
 
-PAGES = sorted(
-    [ROOT / "README.md", ROOT / "deploy" / "README.md", ROOT / "bench" / "README.md"]
-    + list((ROOT / "docs").glob("*.md"))
-)
+PAGES = [
+    ROOT / "README.md",
+    ROOT / "deploy" / "README.md",
+    ROOT / "bench" / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+]
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 FENCE = re.compile(r"^```.*?^```", re.M | re.S)
 
