@@ -5,13 +5,10 @@ A value that does not parse stops the service at start-up with one line that
 says what to fix, rather than failing later on a request.
 """
 
-import ipaddress
 import os
-import re
 import secrets
 from datetime import timedelta
-from typing import NamedTuple
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import limits
 import sqlalchemy as sa
@@ -20,10 +17,6 @@ ENVIRONMENTS = ("development", "testing", "production")
 ALGORITHMS = ("HS256", "EdDSA", "RS256")
 MIN_SECRET_BYTES = 32
 MIN_SECRET_DISTINCT = 10
-# MAIL_URL schemes and the port each uses when the URL names none.
-MAIL_SCHEMES = {"smtp": 25, "smtp+starttls": 587, "smtps": 465, "console": None}
-# A relying party id: ASCII labels (an internationalised name in its xn-- form).
-DOMAIN_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 # DATABASE_URL schemes, and the SQLAlchemy driver each means: hosting
 # platforms write PostgreSQL URLs as postgres:// or postgresql://.
 DATABASE_SCHEMES = {
@@ -257,10 +250,6 @@ def _mail_settings(environ):
     }
 
 
-# What each provider of OAUTH_PROVIDERS may set, as OAUTH_<NAME>_<FIELD>.
-PROVIDER_FIELDS = ("CLIENT_ID", "CLIENT_SECRET", "ISSUER", "SCOPES", "NAME", "TRUST_EMAIL")
-
-
 def _oauth_settings(environ):
     """Return the settings of sign-in with providers; providers.py checks them at start-up."""
     names = [name.lower() for name in _list(environ, "OAUTH_PROVIDERS")]
@@ -274,7 +263,7 @@ def _oauth_settings(environ):
         ),
     }
     for name in names:
-        for field in PROVIDER_FIELDS:
+        for field in PROVIDER_SETTINGS:
             key = f"OAUTH_{name.upper()}_{field}"
             if environ.get(key):
                 settings[key] = environ[key]
@@ -312,81 +301,6 @@ def check_secret(config):
         )
 
 
-class MailServer(NamedTuple):
-    """Where mail goes: a parsed MAIL_URL."""
-
-    scheme: str
-    host: str | None = None
-    port: int | None = None
-    username: str | None = None
-    password: str | None = None
-
-
-def parse_mail_url(url):
-    """Return the MailServer a MAIL_URL names, or None for `none`; refuse anything else."""
-    if url == "none":
-        return None
-    hint = "smtp://[user:pass@]host[:port], smtp+starttls://..., smtps://..., console:// or none"
-    parts = urlsplit(url)
-    if parts.scheme not in MAIL_SCHEMES:
-        raise ConfigError(f"MAIL_URL must be {hint}, not a {parts.scheme or 'bare'} URL")
-    if parts.scheme == "console":
-        return MailServer("console")
-    try:
-        port = parts.port
-    except ValueError:
-        port = 0
-    if port == 0:
-        raise ConfigError("MAIL_URL has a port that is not a number from 1 to 65535")
-    port = port or MAIL_SCHEMES[parts.scheme]
-    if not parts.hostname:
-        raise ConfigError(f"MAIL_URL names no host; it must be {hint}")
-    username = unquote(parts.username) if parts.username else None
-    password = unquote(parts.password) if parts.password is not None else None
-    return MailServer(parts.scheme, parts.hostname, port, username, password)
-
-
-def _link_template(config, name, path):
-    """Return a link setting with `{token}`, defaulting to authsvc's own page."""
-    template = config.get(name) or f"{config['PUBLIC_URL']}/{path}?token={{token}}"
-    if "{token}" not in template or urlsplit(template).scheme not in ("http", "https"):
-        raise ConfigError(f"{name} must be an http(s) URL containing {{token}}, not {template!r}")
-    return template
-
-
-def check_mail(config):
-    """Settle MAIL_URL and the link templates; refuse what production must not run with.
-
-    Return the parsed MAIL_URL (None for `none`).
-    """
-    production = config["AUTHSVC_ENV"] == "production"
-    if not config.get("MAIL_URL"):
-        if production:
-            raise ConfigError(
-                "set MAIL_URL (AUTHSVC_ENV=production): smtp://, smtp+starttls://, smtps://, "
-                "or none to run without mail"
-            )
-        config["MAIL_URL"] = "console://"
-    server = parse_mail_url(config["MAIL_URL"])
-    if production and server is not None and server.scheme == "console":
-        raise ConfigError(
-            "MAIL_URL=console:// writes tokens to the log and is for development; "
-            "set an SMTP URL or none (AUTHSVC_ENV=production)"
-        )
-    if server is None and config["REQUIRE_VERIFIED_EMAIL"]:
-        raise ConfigError(
-            "REQUIRE_VERIFIED_EMAIL=1 needs mail: MAIL_URL=none would lock every new user out"
-        )
-    templates = config.get("MAIL_TEMPLATES")
-    if templates and not os.path.isdir(templates):
-        raise ConfigError(f"MAIL_TEMPLATES must be a folder of mail templates, not {templates!r}")
-    if urlsplit(config["PUBLIC_URL"]).scheme not in ("http", "https"):
-        raise ConfigError(f"PUBLIC_URL must be an http(s) URL, not {config['PUBLIC_URL']!r}")
-    config["PASSWORD_RESET_URL"] = _link_template(config, "PASSWORD_RESET_URL", "reset-password")
-    config["EMAIL_VERIFY_URL"] = _link_template(config, "EMAIL_VERIFY_URL", "verify-email")
-    return server
-
-
 def development_secret(instance_path):
     """Return the instance folder's random signing secret, creating it once."""
     path = os.path.join(instance_path, "jwt-secret")
@@ -405,83 +319,3 @@ def development_secret(instance_path):
             os.unlink(draft)
     with open(path) as stored:
         return stored.read().strip()
-
-
-def _loopback(host):
-    """Tell whether a host is a loopback IP address (127.0.0.1, ::1...)."""
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _web_origin(value, name):
-    """Return an http(s) origin as browsers write it (no path, no default port), or refuse it."""
-    parts = urlsplit(value.strip())
-    try:
-        port = parts.port
-    except ValueError:
-        port = 0
-    if (
-        parts.scheme not in ("http", "https")
-        or not parts.hostname
-        or parts.path not in ("", "/")
-        or parts.query
-        or parts.fragment
-        or parts.username is not None
-        or port == 0
-    ):
-        raise ConfigError(
-            f"{name} must hold origins such as https://auth.example.com, not {value!r}"
-        )
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    default_port = {"http": 80, "https": 443}[parts.scheme]
-    return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default_port else "")
-
-
-def _fits(rp_id, origin):
-    """Tell whether a relying party id is an origin's host or a parent domain of it.
-
-    Browsers also refuse a public suffix (com, co.uk) as the id; without the
-    public suffix list, only one-label ids other than localhost are refused
-    here. A loopback address counts as localhost.
-    """
-    host = urlsplit(origin).hostname
-    if _loopback(host):
-        host = "localhost"
-    return host == rp_id or host.endswith(f".{rp_id}")
-
-
-def _default_origins(public, loopback):
-    """Return PUBLIC_URL's origin, and the same with localhost where its host is a loopback one."""
-    origins = [public._replace(path="", query="", fragment="").geturl()]
-    if loopback:
-        origins.append(f"{public.scheme}://localhost" + (f":{public.port}" if public.port else ""))
-    return origins
-
-
-def check_webauthn(config):
-    """Settle the passkeys' relying party id and origins; refuse an id that fits no origin.
-
-    By default the id is PUBLIC_URL's host and the origin PUBLIC_URL's;
-    browsers refuse an IP address as the id, so a loopback PUBLIC_URL gives
-    `localhost`, and its origin with `localhost` is accepted as well.
-    """
-    public = urlsplit(config["PUBLIC_URL"])
-    loopback = _loopback(public.hostname or "")
-    origins = config.get("WEBAUTHN_ORIGINS") or _default_origins(public, loopback)
-    origins = list(dict.fromkeys(_web_origin(item, "WEBAUTHN_ORIGINS") for item in origins))
-    rp_id = (config.get("WEBAUTHN_RP_ID") or ("localhost" if loopback else public.hostname)).lower()
-    if _loopback(rp_id) or not DOMAIN_NAME.fullmatch(rp_id):
-        raise ConfigError(
-            f"WEBAUTHN_RP_ID must be a domain name such as example.com, not {rp_id!r}"
-        )
-    if "." not in rp_id and rp_id != "localhost":
-        raise ConfigError(f"WEBAUTHN_RP_ID must be a registrable domain, not the suffix {rp_id!r}")
-    for origin in origins:
-        if not _fits(rp_id, origin):
-            raise ConfigError(
-                f"WEBAUTHN_RP_ID {rp_id!r} must be the host of every WEBAUTHN_ORIGINS origin "
-                f"or a parent domain of it, and {origin} is neither"
-            )
-    config["WEBAUTHN_RP_ID"], config["WEBAUTHN_ORIGINS"] = rp_id, origins

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from flask import Flask
 
 import config
-from authsvc import startup
+from authsvc import mail_settings, relying_party, startup
 from authsvc.commands import register_commands
 from authsvc.errors import ProblemApi, register_errorhandlers
 from authsvc.extensions import db, jwt
@@ -64,13 +64,13 @@ def configure_mail(app):
     from authsvc import relay  # noqa: F401 (its commit hook registers on import)
     from authsvc.mail import configure_mail_log
 
-    app.config["MAIL_SERVER"] = config.check_mail(app.config)
+    app.config["MAIL_SERVER"] = mail_settings.check_mail(app.config)
     configure_mail_log()
 
 
 def configure_passkeys(app):
     """Settle the passkeys' relying party and origins; refuse an id that fits no origin."""
-    config.check_webauthn(app.config)
+    relying_party.check_webauthn(app.config)
 
 
 def configure_database(app):

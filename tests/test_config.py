@@ -3,7 +3,7 @@
 import pytest
 
 import config
-from authsvc import create_app
+from authsvc import create_app, mail_settings
 
 
 def test_defaults_match_the_operating_contract():
@@ -126,7 +126,7 @@ def test_production_starts_with_smtp_or_none(monkeypatch, url):
 )
 def test_mail_urls_parse(url, expected):
     """Schemes give default ports; user and password are URL-decoded."""
-    parsed = config.parse_mail_url(url)
+    parsed = mail_settings.parse_mail_url(url)
     assert (tuple(parsed) if parsed else None) == expected
 
 

@@ -16,6 +16,7 @@ from deployment import ENV_EXAMPLE, sourced
 from live import ROOT
 
 import config
+from authsvc import mail_settings
 
 DEPLOY = ROOT / "deploy"
 # The one complaint systemd-analyze has off the host: the virtualenv is not here.
@@ -60,7 +61,7 @@ def test_every_value_in_the_example_environment_parses(tmp_path):
     assert settings["RATELIMIT_SIGNIN_PER_ADDRESS"] == "30 per minute;300 per hour"
     assert settings["CORS_ORIGINS"] == ["https://app.example.com"]
     assert environ["OAUTH_CORP_NAME"] == "Example Corp"
-    assert config.parse_mail_url(settings["MAIL_URL"]).port == 587
+    assert mail_settings.parse_mail_url(settings["MAIL_URL"]).port == 587
 
 
 def test_the_systemd_unit_verifies():
