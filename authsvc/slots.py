@@ -7,6 +7,9 @@ and instances, at most N hold a slot. A limit that counts only failures
 gives the slot of a success back. Counters are limits' sliding-window ones
 (two windows, the previous weighted by how much of it is still in view), in
 the same keys, so limits' own reads (the time until a slot frees) agree.
+The weighted count is not rounded down as limits does: N attempts just
+before a window turns still count as nearly N just after, so a burst across
+the turn gets no more than N through (limits would let one more pass).
 
 Giving back is exact: a slot names the window it was counted in (memory:
 its absolute key; Redis: when that window ends, by Redis's clock), and one
@@ -30,7 +33,9 @@ log = logging.getLogger(__name__)
 LONGEST_PAUSE = 60
 
 # limits' acquire_sliding_window.lua, answering when the current window ends
-# (milliseconds, Redis's clock) instead of true, and false when it is full.
+# (milliseconds, Redis's clock) instead of true, and false when it is full;
+# and without its rounding down of the previous window's weighted count,
+# which let one more attempt through just after a window turned.
 TAKE = """
 local limit = tonumber(ARGV[1])
 local expiry = tonumber(ARGV[2]) * 1000
@@ -42,7 +47,7 @@ end
 local previous_count = tonumber(redis.call('get', KEYS[1])) or 0
 local previous_ttl = math.max(tonumber(redis.call('pttl', KEYS[1])), 0)
 local current_count = tonumber(redis.call('get', KEYS[2])) or 0
-if math.floor(previous_count * previous_ttl / expiry) + current_count + 1 > limit then
+if previous_count * previous_ttl / expiry + current_count + 1 > limit then
     return false
 end
 if redis.call('exists', KEYS[2]) == 1 then
@@ -149,10 +154,16 @@ class Slots:
             previous, current = _redis_keys(storage, key)
             window_end = self.scripts[0](keys=[previous, current], args=[amount, expiry])
             return None if window_end is None else Slot(storage, key, expiry, window_end)
-        before = time.time()
-        if not storage.acquire_sliding_window_entry(key, amount, expiry):
+        now = time.time()
+        previous, window = storage.sliding_window_keys(key, expiry, now)
+        info = storage._get_sliding_window_info(previous, window, expiry, now)
+        weighted = info[0] * info[1] / expiry
+        if weighted + info[2] + 1 > amount:
             return None
-        window = storage.sliding_window_keys(key, expiry, before)[1]
+        # Counted, then checked again: of threads taking the last slot at once, one keeps it.
+        if weighted + storage.incr(window, 2 * expiry) > amount:
+            storage.decr(window)
+            return None
         if window != storage.sliding_window_keys(key, expiry, time.time())[1]:
             window = None  # taken as a window ended: which one counts it is unknown
         return Slot(storage, key, expiry, window)

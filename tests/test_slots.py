@@ -64,6 +64,26 @@ def test_threads_at_once_take_no_more_than_the_count(slots):
     assert sum(slot is not None for slot in taken) == 5
 
 
+def test_a_burst_across_a_window_turn_gets_no_more_than_the_count(slots, monkeypatch):
+    """Three slots of "3 per minute" just before its window turns leave none just after.
+
+    limits rounds the previous window's weighted count down (2.99 to 2),
+    which let a fourth attempt through a hundredth of a second after three.
+    """
+    item, key = limits.parse("3 per minute"), identifiers()
+    in_memory = slots.storage is slots.memory
+    turn = (time.time() // 60 + 1) * 60  # memory's windows turn on the clock's minutes
+    if in_memory:
+        monkeypatch.setattr(time, "time", lambda: turn - 0.01)
+    assert [slots.take(item, *key) is not None for _ in range(3)] == [True] * 3
+    if in_memory:
+        monkeypatch.setattr(time, "time", lambda: turn + 0.01)
+    else:  # Redis's window turns a minute after its first take: make that 10 ms ago
+        current = slots.storage.prefixed_key(slots.storage._current_window_key(item.key_for(*key)))
+        redis.Redis.from_url(redis_server()).pexpire(current, 59_990)
+    assert slots.take(item, *key) is None
+
+
 def test_a_redis_slot_goes_back_to_the_previous_window_after_a_shift():
     """A window that ended and was shifted holds its slot in the previous counter: it drops."""
     slots, item, key = Slots(redis_server(), OPTIONS), limits.parse("5 per minute"), identifiers()
