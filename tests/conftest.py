@@ -10,6 +10,7 @@ how to include it.
 import functools
 import os
 import uuid
+import weakref
 from collections import Counter
 from types import SimpleNamespace
 
@@ -164,7 +165,24 @@ def database_url(request, tmp_path_factory):
 @functools.cache
 def cleaner(database_url):
     """Return the engine that empties a session's database between tests (one per database)."""
-    return sa.create_engine(database_url)
+    engine = sa.create_engine(database_url)
+    CLEANERS.add(engine)
+    return engine
+
+
+CLEANERS = weakref.WeakSet()
+ENGINES = weakref.WeakSet()
+
+
+def in_memory(engine):
+    """Tell whether an engine's database is SQLite's in-memory one, which its connection is."""
+    return engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:")
+
+
+@sa.event.listens_for(sa.engine.Engine, "engine_connect")
+def _remember_engine(connection):
+    """Note every engine that connected, so that its pooled connections close after the test."""
+    ENGINES.add(connection.engine)
 
 
 @pytest.fixture(autouse=True)
@@ -173,8 +191,17 @@ def emptied_after(request):
 
     Tests that made apps of their own on `database_url` used to leave their
     rows to whichever test came next on the same database: under xdist, any.
+    Their engines kept their pooled connections until the garbage collector
+    came by, some 20 per worker at times: four workers used up PostgreSQL's
+    100 connections. Every engine that connected during the test is disposed
+    of after it (an app a module still holds opens new ones when it is next used),
+    but for an in-memory SQLite database, which would go with its connection.
     """
     yield
+    for engine in list(ENGINES):
+        if engine not in CLEANERS and not in_memory(engine):
+            engine.dispose()
+    ENGINES.clear()
     if "database_url" in request.fixturenames:
         with cleaner(request.getfixturevalue("database_url")).begin() as connection:
             for table in reversed(db.metadata.sorted_tables):
