@@ -6,6 +6,8 @@ them in-process, and checks each answer against the same document: never a
 documented schema. SQLite only; a fixed seed keeps CI reproducible.
 """
 
+import io
+
 import schemathesis
 from conftest import PASSWORD, settings
 from flask_migrate import upgrade
@@ -64,25 +66,62 @@ def migrated_app():
     return app
 
 
-schema = schemathesis.openapi.from_wsgi("/openapi.json", migrated_app(), config=CONFIG)
+# Each case carries these stand-ins until it is sent (see FreshTokens).
+PENDING = {kind: f"pending-{kind}" for kind in ("accessToken", "refreshToken")}
+
+
+class FreshTokens:
+    """Swap the stand-in tokens of a request, as it arrives, for a new admin session's.
+
+    Here rather than in the test: a case whose headers or body the test
+    changed would be checked by schemathesis as a case of another kind.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        """Sign the admin in if the request carries a stand-in; put its tokens in their place."""
+        kind = {f"Bearer {token}": kind for kind, token in PENDING.items()}.get(
+            environ.get("HTTP_AUTHORIZATION")
+        )
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        stand_in = f"token={PENDING['accessToken']}".encode()
+        if kind or stand_in in body:
+            tokens = (
+                self.app.test_client()
+                .post("/auth/signin", json={"email": ADMIN_EMAIL, "password": PASSWORD})
+                .json
+            )
+            if kind:
+                environ["HTTP_AUTHORIZATION"] = f"Bearer {tokens[kind]}"
+            body = body.replace(stand_in, f"token={tokens['accessToken']}".encode())
+        environ["wsgi.input"], environ["CONTENT_LENGTH"] = io.BytesIO(body), str(len(body))
+        return self.app(environ, start_response)
+
+
+APP = migrated_app()
+schema = schemathesis.openapi.from_wsgi("/openapi.json", FreshTokens(APP), config=CONFIG)
 
 
 @schema.auth(refresh_interval=None, retry_on=[])
 class FreshAdminSession:
-    """Sign the admin in afresh for each case, since signout and refresh use tokens up.
+    """Give each case a session of its own, since signout and refresh use tokens up.
 
     No caching and no retry on 401: each case gets a token of its own, and a
-    401 is never papered over by a replay.
+    401 is never papered over by a replay. The session is opened when the
+    case is sent: schemathesis makes its coverage cases while the module is
+    collected, in the controller and in every xdist worker alike, and a
+    signin for each of them there cost each process some 10 s of CPU:
+    FreshTokens signs in as the request arrives.
     """
 
     def get(self, case, context):
-        """Open a session for an operation that needs a token; return its pair."""
+        """Promise tokens to an operation that needs them (FreshTokens keeps the promise)."""
         if not context.operation.definition.raw.get("security"):
             return None
-        response = context.app.test_client().post(
-            "/auth/signin", json={"email": ADMIN_EMAIL, "password": PASSWORD}
-        )
-        return response.json
+        return PENDING
 
     def set(self, case, tokens, context):
         """Present the refresh token to /auth/refresh, the access token elsewhere.
@@ -95,7 +134,7 @@ class FreshAdminSession:
         kind = "refreshToken" if case.operation.path == "/auth/refresh" else "accessToken"
         authorization = {"Authorization": f"Bearer {tokens[kind]}"}
         if case.operation.path == "/oauth/introspect":
-            service = context.app.config["FUZZ_CLIENT"]
+            service = APP.config["FUZZ_CLIENT"]
             authorization = basic(service.id, service.secret)
             token = case.body.get("token") if isinstance(case.body, dict) else None
             if isinstance(token, str) and len(token) % 2 == 0:
