@@ -120,7 +120,7 @@ class AppPages(http.server.BaseHTTPRequestHandler):
 def app_server():
     """Serve AppPages on a free loopback port; yield its URL."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), AppPages)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
