@@ -131,10 +131,6 @@ def register_blueprints(app):
     api = ProblemApi(app)
     app.url_map.converters["provider"] = ProviderName
     api.register_converter(ProviderName, lambda converter: ProviderName.openapi)
-    api.spec.components.security_scheme(
-        "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
-    )
-    api.spec.components.security_scheme("basicAuth", {"type": "http", "scheme": "basic"})
     modules = (auth, mfa, users, recovery, oauth, linking, passkeys_api, introspection, service)
     for module in modules:
         api.register_blueprint(module.bp)

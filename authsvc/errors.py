@@ -1,12 +1,13 @@
 """Every error as application/problem+json (RFC 9457), from one builder."""
 
+import threading
 from http import HTTPStatus
 
 import marshmallow as ma
 from apispec import BasePlugin
 from flask import Response, json
 from flask_smorest import Api
-from flask_smorest.spec import prepare_response
+from flask_smorest.spec import openapi_cli, prepare_response
 
 PROBLEM_MIMETYPE = "application/problem+json"
 BEARER_CHALLENGE = 'Bearer realm="authsvc"'
@@ -137,32 +138,91 @@ class DatabaseUnavailablePlugin(BasePlugin):
             operation.setdefault("responses", {}).setdefault("503", "SERVICE_UNAVAILABLE")
 
 
+SECURITY_SCHEMES = {
+    "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+    "basicAuth": {"type": "http", "scheme": "basic"},
+}
+
+
 class ProblemApi(Api):
-    """flask-smorest's Api, answering and documenting errors as problem+json."""
+    """flask-smorest's Api, answering and documenting errors as problem+json.
+
+    The OpenAPI document is written when it is first read (/openapi.json,
+    /docs, `flask openapi`), not when the app is made: documenting every
+    operation was more than half of create_app's time, which every gunicorn
+    worker, every flask command and every test pays, and most never read it.
+    """
 
     ERROR_SCHEMA = ProblemSchema
     # Each operation lists the errors it answers, rather than one catch-all
     # `default`, so that the document says which statuses to expect where.
     DEFAULT_ERROR_RESPONSE_NAME = None
 
+    def __init__(self, app=None, **kwargs):
+        self._spec, self._spec_options, self._undocumented = None, None, []
+        self._writing = threading.Lock()
+        super().__init__(app, **kwargs)
+
+    @property
+    def spec(self):
+        """Return the OpenAPI document, written on first use."""
+        if self._spec is None and self._spec_options is not None:
+            with self._writing:
+                if self._spec is None:
+                    self._write_spec()
+        return self._spec
+
+    @spec.setter
+    def spec(self, value):
+        self._spec = value
+
+    def _init_spec(self, **options):
+        """Keep the spec's options for later; offer `flask openapi` now."""
+        self._spec_options = options
+        self._app.cli.add_command(openapi_cli)
+
+    def _write_spec(self):
+        """Build the spec with the X-Request-ID and 503 plugins; document what is registered."""
+        options = dict(self._spec_options)
+        plugins = [*(options.pop("extra_plugins", None) or ())]
+        plugins += [RequestIdHeaderPlugin(), DatabaseUnavailablePlugin()]
+        super()._init_spec(extra_plugins=plugins, **options)
+        for name, scheme in SECURITY_SCHEMES.items():
+            self._spec.components.security_scheme(name, scheme)
+        for blueprint, name, parameters in self._undocumented:
+            blueprint.register_views_in_doc(
+                self, self._app, self._spec, name=name, parameters=parameters
+            )
+            self._spec.tag({"name": name, "description": blueprint.description})
+
+    def register_blueprint(self, blp, *, parameters=None, **options):
+        """Register a blueprint in the app now; document its views when the spec is written."""
+        name = options.get("name", blp.name)
+        self._app.extensions["flask-smorest"]["blp_name_to_api"][name] = self
+        self._app.register_blueprint(blp, **options)
+        self._undocumented.append((blp, name, parameters))
+
+    def register_converter(self, converter, func):
+        """Keep a path converter's schema for the spec (flask-smorest's own would write it)."""
+        self._converters.append((converter, func))
+
+    def register_field(self, field, *args):
+        """Keep a field's type for the spec (flask-smorest's own would write it)."""
+        self._fields.append((field, *args))
+
     def handle_http_exception(self, error):
         """Answer an HTTPException with a problem."""
         return problem_for_http_exception(error)
 
-    def _init_spec(self, *, extra_plugins=None, **options):
-        """Build the spec with the X-Request-ID and 503 plugins."""
-        plugins = [*(extra_plugins or ()), RequestIdHeaderPlugin(), DatabaseUnavailablePlugin()]
-        super()._init_spec(extra_plugins=plugins, **options)
-
     def _register_responses(self):
         """Document every error response as problem+json, with its X-Request-ID."""
-        self.spec.components.header("X-Request-ID", REQUEST_ID_HEADER)
+        self._spec.components.header("X-Request-ID", REQUEST_ID_HEADER)
         for status in HTTPStatus:
             response = {"description": status.phrase, "headers": {"X-Request-ID": "X-Request-ID"}}
             if status >= 400:
                 response["schema"] = ProblemSchema
-            prepare_response(response, self.spec, PROBLEM_MIMETYPE)
-            self.spec.components.response(status.name, response, lazy=True)
+            prepare_response(response, self._spec, PROBLEM_MIMETYPE)
+            self._spec.components.response(status.name, response, lazy=True)
 
     def _register_pagination_header(self):
         """Register nothing: authsvc pages with Link headers, not flask-smorest's pagination.
