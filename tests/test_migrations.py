@@ -1,6 +1,7 @@
 """The committed migrations build exactly the schema the models describe, and keep data."""
 
 import jwt
+import pyotp
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -9,7 +10,7 @@ from conftest import PASSWORD, bearer, postgres_database, settings
 from flask_migrate import upgrade
 from introspecting import answer, register
 
-from authsvc import audit, create_app, tokens
+from authsvc import audit, create_app, sealing, tokens
 from authsvc.extensions import db
 from authsvc.models import AuthEvent, utcnow
 from authsvc.passwords import hash_password
@@ -176,5 +177,51 @@ def test_registered_clients_migration_keeps_sessions_and_events(empty_database_u
     assert refreshed.status_code == 200, refreshed.json
     said = answer(client, service, refreshed.json["accessToken"])
     assert (said["active"], said["sub"]) == (True, str(user_id))
+    with app.app_context():
+        db.engine.dispose()
+
+
+def test_the_previous_release_upgrades_and_its_users_sign_in(empty_database_url):
+    """A database at the previous release's head (5d8e2b7c4a90), with a signed-in user and
+    an MFA user, upgrades to this one: the session refreshes, the password user signs in,
+    and the MFA user is asked for the second step and passes it with an authenticator code.
+    """
+    app = create_app(settings(empty_database_url))
+    secret = pyotp.random_base32()
+    with app.app_context():
+        upgrade(revision="5d8e2b7c4a90")
+        _, refresh_token = insert_signed_in_user("session-of-the-previous-release")
+        db.session.execute(
+            sa.text(
+                "INSERT INTO users (email, password_hash, role, disabled, created_at, "
+                "email_verified, mfa_enabled) VALUES "
+                "('mfa@example.com', :hash, 'user', false, :now, true, true)"
+            ),
+            {"hash": hash_password(PASSWORD, rounds=4), "now": utcnow()},
+        )
+        mfa_user = db.session.scalar(
+            sa.text("SELECT id FROM users WHERE email = 'mfa@example.com'")
+        )
+        db.session.execute(
+            sa.text(
+                "INSERT INTO totp_factors (user_id, secret, created_at, enabled_at) "
+                "VALUES (:user_id, :secret, :now, :now)"
+            ),
+            {"user_id": mfa_user, "secret": sealing.seal("totp", secret.encode()), "now": utcnow()},
+        )
+        db.session.commit()
+        upgrade()
+        db.engine.dispose()
+    client = app.test_client()
+    assert client.post("/auth/refresh", headers=bearer(refresh_token)).status_code == 200
+    signin = client.post("/auth/signin", json={"email": "old@example.com", "password": PASSWORD})
+    assert signin.status_code == 200
+    asked = client.post("/auth/signin", json={"email": "mfa@example.com", "password": PASSWORD})
+    assert (asked.status_code, asked.json["code"]) == (403, "mfa_required")
+    step = {"mfaToken": asked.json["mfaToken"], "code": pyotp.TOTP(secret).now()}
+    signed_in = client.post("/auth/signin/mfa", json=step)
+    assert signed_in.status_code == 200, signed_in.json
+    claims = jwt.decode(signed_in.json["accessToken"], options={"verify_signature": False})
+    assert set(claims["amr"]) >= {"pwd", "otp"}
     with app.app_context():
         db.engine.dispose()
