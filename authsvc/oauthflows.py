@@ -28,7 +28,6 @@ import secrets
 from datetime import timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import sqlalchemy as sa
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import current_app, jsonify, redirect, request
@@ -184,20 +183,32 @@ def take_state(provider, state):
     """Use up a live flow of this provider by its state; return its row, or None."""
     if not isinstance(state, str) or not state:
         return None
-    key, now = digest(state), utcnow()
-    used = db.session.execute(
+    return use_up(
+        flows.c.state_digest,
+        flows.c.used_at,
+        flows.c.expires_at,
+        state,
+        flows.c.provider == provider,
+    )
+
+
+def use_up(digest_column, used_column, expires_column, secret, *conditions):
+    """Mark the live, unused flow a secret names as used, in one conditional update.
+
+    Return the flow's row as updated, or None when no such flow was live.
+    """
+    now = utcnow()
+    return db.session.execute(
         flows.update()
         .where(
-            flows.c.state_digest == key,
-            flows.c.provider == provider,
-            flows.c.used_at.is_(None),
-            flows.c.expires_at > now,
+            digest_column == digest(secret),
+            used_column.is_(None),
+            expires_column > now,
+            *conditions,
         )
-        .values(used_at=now)
-    )
-    if used.rowcount != 1:
-        return None
-    return db.session.execute(sa.select(flows).where(flows.c.state_digest == key)).first()
+        .values({used_column: now})
+        .returning(*flows.c)
+    ).first()
 
 
 def issue_code(flow, user_id, subject=None, email=None, new_user=False):
@@ -223,20 +234,13 @@ def take_code(code, purpose):
 
     The caller commits at once, so a code stays used whatever follows.
     """
-    key, now = digest(code), utcnow()
-    used = db.session.execute(
-        flows.update()
-        .where(
-            flows.c.code_digest == key,
-            flows.c.purpose == purpose,
-            flows.c.code_used_at.is_(None),
-            flows.c.code_expires_at > now,
-        )
-        .values(code_used_at=now)
+    return use_up(
+        flows.c.code_digest,
+        flows.c.code_used_at,
+        flows.c.code_expires_at,
+        code,
+        flows.c.purpose == purpose,
     )
-    if used.rowcount != 1:
-        return None
-    return db.session.execute(sa.select(flows).where(flows.c.code_digest == key)).first()
 
 
 def redeem(code, verifier, purpose, session_id=None):
