@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 from limits.errors import StorageError
 from limits.storage import MemoryStorage, RedisStorage, storage_from_string
@@ -83,6 +84,28 @@ return 0
 """
 
 
+class SweptMemoryStorage(MemoryStorage):
+    """limits' MemoryStorage, its expired counters swept as it is written, at most once a second.
+
+    limits' own starts a threading.Timer to sweep them 10 ms after a write
+    whenever the last one has run: a worker counting requests a few
+    milliseconds apart started a thread for most of them. Reads never need
+    the sweep (an expired counter reads as 0 and is dropped), and a slot is
+    always read before its counter is written.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.timer.cancel()
+        self.swept = time.monotonic()
+
+    def _MemoryStorage__schedule_expiry(self):
+        """Sweep the expired counters if the last sweep was a second ago or more."""
+        if time.monotonic() - self.swept >= 1:
+            self.swept = time.monotonic()
+            self._MemoryStorage__expire_events()
+
+
 class Slot(NamedTuple):
     """One slot held in a storage: its window (None: unknown, so it is never given back)."""
 
@@ -97,9 +120,9 @@ class Slots:
 
     def __init__(self, uri, options):
         """Open the storage a RATELIMIT_STORAGE_URI names (connecting only when first used)."""
-        self.storage = storage_from_string(uri, **options)
-        in_memory = isinstance(self.storage, MemoryStorage)
-        self.memory = self.storage if in_memory else MemoryStorage()
+        self.memory = SweptMemoryStorage()
+        in_memory = urlsplit(uri).scheme == "memory"
+        self.storage = self.memory if in_memory else storage_from_string(uri, **options)
         self.errors = (StorageError, *_as_tuple(self.storage.base_exceptions))
         self.lock, self.down_until, self.pause = threading.Lock(), 0.0, 0
         if isinstance(self.storage, RedisStorage):

@@ -129,3 +129,25 @@ def test_a_refusal_by_one_limit_gives_back_the_others_slots(database_url, auth):
 
     assert [signin("a@example.com") for _ in range(5)] == [401, 401, 429, 429, 429]
     assert [signin("b@example.com"), signin("c@example.com")] == [401, 429]
+
+
+def test_counting_in_memory_starts_no_thread(monkeypatch):
+    """limits' MemoryStorage started a Timer thread for most writes; slots' own starts none."""
+    slots, item, started = Slots("memory://", OPTIONS), limits.parse("100 per minute"), []
+    monkeypatch.setattr(threading.Timer, "start", lambda timer: started.append(timer))
+    for _ in range(5):
+        assert slots.take(item, *identifiers()) is not None
+        time.sleep(0.015)  # longer than the 10 ms after which limits' timer had run
+    assert started == []
+
+
+def test_expired_counters_are_swept_from_memory(monkeypatch):
+    """A counter whose windows have passed is dropped by a later write, a second or more on."""
+    slots, item = Slots("memory://", OPTIONS), limits.parse("3 per second")
+    slots.take(item, *identifiers())
+    counters = set(slots.memory.storage)
+    later = time.time() + 5
+    monkeypatch.setattr(time, "time", lambda: later)
+    slots.memory.swept -= 1
+    slots.take(item, *identifiers())
+    assert counters and not counters & set(slots.memory.storage)
