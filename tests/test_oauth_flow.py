@@ -5,6 +5,9 @@ well here; test_oauth_idtokens.py makes it misbehave.
 """
 
 import hashlib
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
@@ -30,10 +33,11 @@ from standins import CLIENT_ID
 
 from authsvc import create_app
 from authsvc.extensions import db
-from authsvc.models import AuthEvent, OAuthFlow, User, utcnow
+from authsvc.models import AuthEvent, OAuthFlow, Session, User, utcnow
 from authsvc.oauthflows import s256
 
 hostile, github, app = fixtures()
+AT_ONCE = 50
 
 
 def query_of(url):
@@ -191,6 +195,40 @@ def test_a_code_works_once(client):
     assert exchange(client, answer["code"], verifier).status_code == 200
     again = exchange(client, answer["code"], verifier)
     assert (again.status_code, again.json["code"]) == (400, "invalid_grant")
+
+
+def fifty_at_once(send):
+    """Call send() from fifty threads released by one barrier; count the answers."""
+    barrier = threading.Barrier(AT_ONCE)
+
+    def released(_):
+        """Wait for the others, then send."""
+        barrier.wait(timeout=30)
+        return send()
+
+    with ThreadPoolExecutor(AT_ONCE) as pool:
+        return Counter(pool.map(released, range(AT_ONCE), timeout=120))
+
+
+def test_a_state_sent_fifty_times_at_once_makes_one_code(app, client):
+    """Fifty callbacks of one flow at once: one redirects with a code, the rest get the page."""
+    callback = callback_path(provider_url(client, pkce()[1]))
+    statuses = fifty_at_once(lambda: app.test_client().get(callback).status_code)
+    assert statuses == {302: 1, 400: AT_ONCE - 1}
+
+
+def test_a_code_sent_fifty_times_at_once_signs_in_once(app, client):
+    """Fifty exchanges of one code and its verifier at once: one session, the rest invalid_grant."""
+    answer, verifier = round_trip(client)
+
+    def send():
+        """Exchange the code; return the status and problem code."""
+        response = exchange(app.test_client(), answer["code"], verifier)
+        return response.status_code, response.json.get("code")
+
+    assert fifty_at_once(send) == {(200, None): 1, (400, "invalid_grant"): AT_ONCE - 1}
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Session)) == 1
 
 
 def test_a_code_is_useless_without_its_verifier_and_is_used_up(client):

@@ -1,6 +1,6 @@
 """Racing passkey ceremonies against a real gunicorn (two workers), on both databases.
 
-Each race sends two requests at once, from two threads released by one
+Each race sends two (or fifty) requests at once, from threads released by one
 barrier, to two worker processes; the database settles who wins: a
 challenge's conditional UPDATE, the sign count's conditional UPDATE, the
 credential id's unique index. A few rounds each, bounded.
@@ -75,6 +75,16 @@ def test_the_same_assertion_twice_at_once_signs_in_once(app, password_hash, serv
         assertion = key.get(offered["publicKey"], origin=origin_of(server))
         racer = answer(server, offered["challengeId"], assertion)
         assert sorted(at_once(racer, racer)) == [200, 401]
+
+
+def test_one_assertion_fifty_times_at_once_signs_in_once(app, password_hash, server):
+    """Fifty copies of one assertion, released together over two workers: one sign-in."""
+    key = Authenticator()
+    add_passkey(app, verified_user(app, password_hash), key)
+    offered = options(server)
+    assertion = key.get(offered["publicKey"], origin=origin_of(server))
+    racer = answer(server, offered["challengeId"], assertion)
+    assert sorted(at_once(*[racer] * 50)) == [200] + [401] * 49
 
 
 def test_a_cloned_count_on_two_challenges_at_once_signs_in_once(app, password_hash, server):
