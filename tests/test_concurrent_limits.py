@@ -262,4 +262,8 @@ def test_email_changes_count_every_request_at_once(service):
 
     answers = tally(at_once(send))
     assert answers[REFUSED] == AT_ONCE - 5, answers
-    assert set(answers) == {(202, None), (409, "email_taken"), REFUSED}, answers
+    # Which five got in is the scheduler's choice: all five may be taken
+    # addresses (for five picked at random, one time in forty, in each of the
+    # four ways this runs). Were a 409 not counted, more than
+    # five would have been answered.
+    assert set(answers) <= {(202, None), (409, "email_taken"), REFUSED}, answers
