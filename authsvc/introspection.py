@@ -71,7 +71,13 @@ class IntrospectionSchema(ma.Schema):
 
 
 class FormBodyParser(FlaskParser):
-    """webargs' Flask parser for an OAuth form: 415 for any other body, 400 for a bad form."""
+    """webargs' Flask parser for an OAuth form: 415 for any other body, 400 for a bad form.
+
+    The schema documents the form; the form itself is checked here, by hand,
+    with exactly the schema's rules (a `token` of at least one character,
+    other parameters ignored): marshmallow's load cost introspection a
+    tenth of its time, against a bound of 1.2 times a `GET /users/me`.
+    """
 
     def load_form(self, req, schema):
         """Return the form; 415 unless it is form-encoded, 400 if a parameter repeats."""
@@ -81,14 +87,19 @@ class FormBodyParser(FlaskParser):
                 "unsupported_media_type",
                 f"The request body must be a form, sent as Content-Type: {FORM}.",
             )
-        if any(len(values) > 1 for values in req.form.listvalues()):
+        form = req.form
+        if any(len(values) > 1 for values in form.listvalues()):
             # RFC 6749 (3.1): parameters must not be included more than once.
             raise Problem(400, "invalid_request", "A parameter is given more than once.")
-        return super().load_form(req, schema)
+        return form
 
-    def handle_error(self, error, req, schema, *, error_status_code, error_headers):
-        """Answer a form without a token as OAuth does: 400 invalid_request."""
-        raise Problem(400, "invalid_request", "The form needs a token parameter.")
+    def parse(self, argmap, req=None, **options):
+        """Return the form's parameters that the schema names; 400 without a token."""
+        form = self.load_form(req or self.get_default_request(), argmap)
+        # RFC 6749 (3.1): a parameter sent without a value counts as omitted.
+        if not form.get("token"):
+            raise Problem(400, "invalid_request", "The form needs a token parameter.")
+        return {name: form[name] for name in argmap.fields if name in form}
 
 
 class FormBlueprint(Blueprint):
