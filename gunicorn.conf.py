@@ -9,6 +9,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
 import uuid
 
@@ -108,12 +109,27 @@ def child_exit(server, worker):
     multiprocess.mark_process_dead(worker.pid)
 
 
+# The signals that stop a worker. A new worker keeps the master's handlers
+# until gunicorn gives it its own (after post_fork), and the master's only
+# queue a signal for the master's loop: a TERM sent to a worker still booting
+# was lost, and the master waited out graceful_timeout (30 s) before killing it.
+STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+
+
+def stop_when_told_while_booting():
+    """Let a stopping signal that reaches a booting worker stop it (the default action)."""
+    for number in STOPPING_SIGNALS:
+        signal.signal(number, signal.SIG_DFL)
+
+
 def post_fork(server, worker):
     """Give each worker its own database connections, never the master's, and a mail relay.
 
-    The relay is a thread, and threads do not survive a fork: each worker
-    starts its own here; the master never runs one.
+    A worker told to stop while it boots stops at once. The relay is a
+    thread, and threads do not survive a fork: each worker starts its own
+    here; the master never runs one.
     """
+    stop_when_told_while_booting()
     from authsvc import relay
     from authsvc.extensions import db
     from wsgi import app

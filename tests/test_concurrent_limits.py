@@ -45,7 +45,14 @@ WRONG = "wrong-password-42"
 
 
 @pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+    scope="module",
+    # The services of each database are started once, on one xdist worker.
+    params=[
+        pytest.param("sqlite", marks=pytest.mark.xdist_group("limits_sqlite")),
+        pytest.param(
+            "postgres", marks=[pytest.mark.postgres, pytest.mark.xdist_group("limits_postgres")]
+        ),
+    ],
 )
 def database(request, tmp_path_factory, smtp):
     """Yield the environment of a fresh database of each kind, its user ids starting at random."""

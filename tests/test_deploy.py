@@ -35,7 +35,7 @@ from test_walkthrough import walkthrough_blocks
 
 from authsvc.hooks import SECURITY_HEADERS
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("deploy")]
 
 JSON = {"Content-Type": "application/json"}
 

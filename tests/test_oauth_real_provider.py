@@ -28,6 +28,10 @@ from authsvc import create_app
 CALLBACK = f"{PUBLIC_URL}/auth/oauth/local/callback"
 
 
+# One provider and browser for the module: its tests run on one xdist worker.
+pytestmark = pytest.mark.xdist_group("real_provider")
+
+
 @pytest.fixture(scope="module")
 def issuer():
     """Run the real provider for this module's in-process apps."""

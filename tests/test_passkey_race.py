@@ -16,7 +16,7 @@ from live import free_port, gunicorn, service_environment
 from passkeyflows import add_passkey, verified_user
 
 ROUNDS = 4
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("passkey_race")]
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ delete PublicKeyCredential.parseRequestOptionsFromJSON;
 delete PublicKeyCredential.prototype.toJSON;
 """
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("passkeys_browser")]
 
 
 @pytest.fixture(scope="module")

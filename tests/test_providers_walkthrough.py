@@ -21,7 +21,7 @@ from oidc.sign_in import sign_in
 from oidcserver import oidc_provider, require_node
 from test_walkthrough import walkthrough_blocks
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("providers_walkthrough")]
 
 DOCUMENT = ROOT / "docs" / "providers.md"
 DOCUMENTED_BASE = "http://127.0.0.1:8000"

@@ -25,7 +25,7 @@ from live import (
     wait_until_serving,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("proxy_headers")]
 
 ADMIN = "proxy-admin@example.com"
 FORGED = {
