@@ -18,7 +18,15 @@ import redis
 import requests
 from alembic.script import ScriptDirectory
 from conftest import redis_key_prefix, redis_server
-from live import ROOT, flask_cli, free_port, gunicorn, migrated, service_environment
+from live import (
+    ROOT,
+    bound_socket,
+    flask_cli,
+    free_port,
+    gunicorn,
+    migrated,
+    service_environment,
+)
 
 PASSWORD = "violet-kettle-orbit-42"
 
@@ -250,6 +258,55 @@ def test_a_run_leaves_no_metrics_folder_and_no_shared_control_socket(tmp_path):
         assert len(list(tmp_path.glob("authsvc-metrics-*"))) == 1
     assert not list(tmp_path.glob("authsvc-metrics-*"))
     assert not (tmp_path / ".gunicorn").exists()
+
+
+SLOW_BOOT = """
+exec(compile(open({conf!r}).read(), {conf!r}, "exec"))
+import pathlib, time
+_post_fork = post_fork
+
+
+def post_fork(server, worker):
+    _post_fork(server, worker)
+    pathlib.Path({marker!r}).touch()
+    time.sleep(20)
+"""
+
+
+def test_a_worker_told_to_stop_while_it_boots_stops_at_once(tmp_path):
+    """TERM while a worker boots: gunicorn stops in seconds, not after its 30 s graceful timeout.
+
+    The repo's gunicorn.conf.py, with a worker held in boot after its
+    post_fork: the master's TERM reaches it before gunicorn gives it
+    handlers of its own, and it must still stop.
+    """
+    env = service_environment(tmp_path)
+    migrated(env)
+    marker, config = tmp_path / "booting", tmp_path / "slow-boot.conf.py"
+    config.write_text(SLOW_BOOT.format(conf=str(ROOT / "gunicorn.conf.py"), marker=str(marker)))
+    with bound_socket() as sock, open(tmp_path / "gunicorn.log", "w+b") as log:
+        sock.listen(8)
+        command = [sys.executable, "-m", "gunicorn", "wsgi:app", "-c", str(config)]
+        command += ["--bind", f"fd://{sock.fileno()}", "--workers", "1"]
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            pass_fds=[sock.fileno()],
+        )
+        deadline = time.monotonic() + 60
+        while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), log.read().decode()
+        started = time.monotonic()
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        finally:
+            process.kill()
+    assert time.monotonic() - started < 15
 
 
 def failed_signins(url, email, count):
