@@ -9,7 +9,7 @@ documented schema. SQLite only; a fixed seed keeps CI reproducible.
 import io
 
 import schemathesis
-from conftest import PASSWORD, settings
+from conftest import PASSWORD, open_session_of, settings
 from flask_migrate import upgrade
 from introspecting import basic, register
 
@@ -81,7 +81,7 @@ class FreshTokens:
         self.app = app
 
     def __call__(self, environ, start_response):
-        """Sign the admin in if the request carries a stand-in; put its tokens in their place."""
+        """Open an admin session if the request has a stand-in; put its tokens in their place."""
         kind = {f"Bearer {token}": kind for kind, token in PENDING.items()}.get(
             environ.get("HTTP_AUTHORIZATION")
         )
@@ -89,11 +89,7 @@ class FreshTokens:
         body = environ["wsgi.input"].read(length) if length else b""
         stand_in = f"token={PENDING['accessToken']}".encode()
         if kind or stand_in in body:
-            tokens = (
-                self.app.test_client()
-                .post("/auth/signin", json={"email": ADMIN_EMAIL, "password": PASSWORD})
-                .json
-            )
+            tokens = open_session_of(self.app, ADMIN_EMAIL)
             if kind:
                 environ["HTTP_AUTHORIZATION"] = f"Bearer {tokens[kind]}"
             body = body.replace(stand_in, f"token={tokens['accessToken']}".encode())
@@ -114,7 +110,7 @@ class FreshAdminSession:
     case is sent: schemathesis makes its coverage cases while the module is
     collected, in the controller and in every xdist worker alike, and a
     signin for each of them there cost each process some 10 s of CPU:
-    FreshTokens signs in as the request arrives.
+    FreshTokens opens the session as the request arrives.
     """
 
     def get(self, case, context):
