@@ -19,6 +19,11 @@ presence, user verification (for sign-in) and the signature. authsvc adds:
 
 Nothing here commits a success: the views do. Refusals commit their audit
 rows, and a used challenge is committed at once.
+
+py_webauthn is imported where a ceremony first runs, not with this module:
+with the parsers behind it (pyasn1, cbor2, pyOpenSSL) it cost every
+process some 0.1 s of CPU and several MiB, the `flask` CLI and the workers
+that never see a passkey included.
 """
 
 import re
@@ -27,24 +32,6 @@ import secrets
 import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
-from webauthn import (
-    generate_authentication_options,
-    generate_registration_options,
-    verify_authentication_response,
-    verify_registration_response,
-)
-from webauthn.helpers import (
-    base64url_to_bytes,
-    bytes_to_base64url,
-    options_to_json_dict,
-    parse_authentication_credential_json,
-)
-from webauthn.helpers.structs import (
-    AuthenticatorSelectionCriteria,
-    PublicKeyCredentialDescriptor,
-    ResidentKeyRequirement,
-    UserVerificationRequirement,
-)
 
 from authsvc import audit
 from authsvc.errors import Problem
@@ -83,6 +70,15 @@ def registration_options(user):
     handle. (Two first registrations at once may give two handles; each
     passkey keeps its own, so nothing depends on their being one.)
     """
+    from webauthn import generate_registration_options
+    from webauthn.helpers import base64url_to_bytes, options_to_json_dict
+    from webauthn.helpers.structs import (
+        AuthenticatorSelectionCriteria,
+        PublicKeyCredentialDescriptor,
+        ResidentKeyRequirement,
+        UserVerificationRequirement,
+    )
+
     existing = db.session.execute(
         sa.select(passkeys.c.credential_id, passkeys.c.user_handle)
         .where(passkeys.c.user_id == user.id)
@@ -112,6 +108,10 @@ def registration_options(user):
 
 def authentication_options():
     """Return a sign-in challenge and its options: any discoverable passkey, user verified."""
+    from webauthn import generate_authentication_options
+    from webauthn.helpers import base64url_to_bytes, options_to_json_dict
+    from webauthn.helpers.structs import UserVerificationRequirement
+
     challenge = open_challenge("authentication")
     rp_id, _, timeout = _relying_party()
     options = generate_authentication_options(
@@ -139,6 +139,9 @@ def register(user_id, session_id, challenge_id, credential, name):
     live or a credential that fails a check, 409 passkey_taken for a
     credential id that is already registered, to anyone.
     """
+    from webauthn import verify_registration_response
+    from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
+
     if not use_challenge(challenge_id, "registration", user_id):
         raise _refuse_registration(user_id, session_id)
     handle = handle_of(challenge_id)
@@ -215,6 +218,13 @@ def _record_use(passkey, verified):
 
 def authenticate(challenge_id, credential):
     """Return the user whose passkey answered a sign-in challenge; else raise the one 401."""
+    from webauthn import verify_authentication_response
+    from webauthn.helpers import (
+        base64url_to_bytes,
+        bytes_to_base64url,
+        parse_authentication_credential_json,
+    )
+
     if not use_challenge(challenge_id, "authentication"):
         raise refuse_signin()
     passkey = _passkey_named_by(credential)
