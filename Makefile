@@ -27,7 +27,7 @@ run: install
 # lists every skipped test with its reason. Bytecode is written even where the
 # environment says PYTHONDONTWRITEBYTECODE: without it each of pytest's processes
 # spends some 10 s of CPU rewriting the test modules and plugins' asserts anew.
-TEST_WORKERS ?= 4
+TEST_WORKERS ?= 6
 PYTEST_ARGS ?=
 
 test: install
