@@ -7,6 +7,10 @@ definite one (ProviderRefused: a 4xx, a body that is not the JSON it must
 be). The OAuth 2 parts (the authorization URL, the code exchange with the
 PKCE verifier) are Authlib's; the metadata and keys are kept per process in
 the provider's state (providers.ProviderState).
+
+requests and Authlib's client are imported when a provider is first asked,
+not with this module: some 60 ms of every process's start-up (each `flask`
+command, each gunicorn), where no provider may be configured at all.
 """
 
 import ipaddress
@@ -14,8 +18,6 @@ import json
 import time
 from urllib.parse import urlsplit
 
-import requests
-from authlib.integrations.requests_client import OAuth2Session, OAuthError
 from flask import current_app
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
@@ -85,6 +87,8 @@ def answered_json(response, what, kind=dict):
 
 def fetch_json(url, what, headers=None, kind=dict):
     """GET a provider's JSON document, within OAUTH_TIMEOUT."""
+    import requests
+
     try:
         with requests.get(
             url, headers=headers, timeout=_timeout(), allow_redirects=False, stream=True
@@ -157,6 +161,8 @@ def signing_keys(state, refresh=False):
 
 def client(state):
     """Return an Authlib OAuth 2 client of a provider, its requests bounded by OAUTH_TIMEOUT."""
+    from authlib.integrations.requests_client import OAuth2Session
+
     provider, document = state.provider, metadata(state)
     methods = document.get("token_endpoint_auth_methods_supported") or ["client_secret_basic"]
     return OAuth2Session(
@@ -183,6 +189,9 @@ def authorization_url(state, flow_state, verifier, nonce):
 
 def exchange_code(state, code, verifier):
     """Trade the provider's code for its tokens (with the PKCE verifier); return them."""
+    import requests
+    from authlib.integrations.requests_client import OAuthError
+
     try:
         token = client(state).fetch_token(
             metadata(state)["token_endpoint"], code=code, code_verifier=verifier
