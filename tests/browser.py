@@ -11,9 +11,14 @@ addresses only, and skips without Chromium (fails under CI=true, where
         assert csp_violations(browser) == []
 """
 
+import contextlib
 import json
+import os
 import shutil
+import signal
 import tempfile
+import time
+from pathlib import Path
 
 import pytest
 from selenium import webdriver
@@ -61,6 +66,48 @@ def chromium_options(profile):
     return options
 
 
+def descendants(pid):
+    """Return the pids of a process's children, their children, and so on (Linux's /proc)."""
+    found, pending = [], [pid]
+    while pending:
+        parent = pending.pop()
+        try:
+            children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+        except OSError:
+            continue
+        found += [int(child) for child in children]
+        pending += [int(child) for child in children]
+    return found
+
+
+def running(pid):
+    """Tell whether a process still runs (a zombie has let go of everything: it does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def quit_for_good(driver, timeout=10):
+    """Quit the browser, and wait until every process chromedriver started has ended.
+
+    driver.quit() can return while a Chromium process still runs, holding
+    the connections it opened ahead of need. A sync gunicorn worker that
+    accepted one waits on it for a request that never comes: a server
+    stopped next took gunicorn's whole graceful timeout to stop (30 s).
+    Whatever still runs after `timeout` seconds is killed.
+    """
+    browser_pids = descendants(driver.service.process.pid)
+    driver.quit()
+    deadline = time.monotonic() + timeout
+    while any(running(pid) for pid in browser_pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in browser_pids:
+        if running(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
 @pytest.fixture
 def browser():
     """Yield a headless Chromium that records CSP violations; skip without Chromium."""
@@ -75,7 +122,7 @@ def browser():
             )
             yield driver
         finally:
-            driver.quit()
+            quit_for_good(driver)
 
 
 def wait_for(driver, condition, timeout=30, message=""):

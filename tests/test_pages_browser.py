@@ -12,6 +12,7 @@ import time
 
 import pytest
 import requests
+from browser import quit_for_good
 from live import bound_socket, gunicorn, migrated, service_environment, url_of
 from mailer import Mailbox, mails_to, smtp_server
 from skips import CI
@@ -24,8 +25,14 @@ pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("pages_browser")]
 
 
 @pytest.fixture(scope="module")
-def browser():
-    """Start headless Chromium through Debian's chromedriver; yield the driver."""
+def browser(service):
+    """Start headless Chromium through Debian's chromedriver; yield the driver.
+
+    It needs the service so that it is started after it and quits before
+    it: a Chromium still running holds the connections it opened ahead of
+    need, and a sync gunicorn worker waiting on one for a request kept the
+    service from stopping for gunicorn's whole graceful timeout (30 s).
+    """
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
@@ -52,7 +59,7 @@ def browser():
     try:
         yield driver
     finally:
-        driver.quit()
+        quit_for_good(driver)
         shutil.rmtree(profile, ignore_errors=True)
 
 
