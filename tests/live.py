@@ -83,24 +83,28 @@ def gunicorn(env, workers=2, port=None, log_path=None, sock=None):
         sock = sock or stack.enter_context(bound_socket(port or 0))
         sock.listen(128)
         url = url_of(sock)
-        command = [sys.executable, "-m", "gunicorn", "wsgi:app", "--bind", f"fd://{sock.fileno()}"]
-        command += ["--workers", str(workers)]
         opened = open(log_path, "w+b") if log_path else tempfile.TemporaryFile()  # noqa: SIM115
         log = stack.enter_context(opened)
-        process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            pass_fds=[sock.fileno()],
-        )
+        process = start_gunicorn(env, sock, log, "--workers", str(workers))
         try:
             wait_until_serving(url, process, log)
             yield url
         finally:
             process.terminate()
             process.wait(timeout=30)
+
+
+def start_gunicorn(env, sock, log, *options):
+    """Start `gunicorn wsgi:app` on a listening socket, its output to a file; return the process."""
+    command = [sys.executable, "-m", "gunicorn", "wsgi:app", "--bind", f"fd://{sock.fileno()}"]
+    return subprocess.Popen(
+        [*command, *options],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        pass_fds=[sock.fileno()],
+    )
 
 
 def wait_until_serving(url, process, log):

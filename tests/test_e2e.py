@@ -26,6 +26,7 @@ from live import (
     gunicorn,
     migrated,
     service_environment,
+    start_gunicorn,
 )
 
 PASSWORD = "violet-kettle-orbit-42"
@@ -286,16 +287,7 @@ def test_a_worker_told_to_stop_while_it_boots_stops_at_once(tmp_path):
     config.write_text(SLOW_BOOT.format(conf=str(ROOT / "gunicorn.conf.py"), marker=str(marker)))
     with bound_socket() as sock, open(tmp_path / "gunicorn.log", "w+b") as log:
         sock.listen(8)
-        command = [sys.executable, "-m", "gunicorn", "wsgi:app", "-c", str(config)]
-        command += ["--bind", f"fd://{sock.fileno()}", "--workers", "1"]
-        process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            pass_fds=[sock.fileno()],
-        )
+        process = start_gunicorn(env, sock, log, "-c", str(config), "--workers", "1")
         deadline = time.monotonic() + 60
         while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
